@@ -1,0 +1,356 @@
+//! The local mirror of namespace generations (the authoritative copy is in Redis when configured).
+//! Never talks to Redis itself: callers feed it what Redis said, and it decides what to trust.
+//!
+//! A generation is part of every rendered key, so moving a namespace's generation makes all of
+//! its entries unreachable at once. Everything here exists to keep two promises:
+//! 1. The generation this instance uses for a namespace never goes back to a value it used before
+//!    an invalidation it knows of (that would resurrect the invalidated entries).
+//! 2. A generation is *trusted* (used without asking Redis) only while the invalidation bus is
+//!    subscribed and has been since the generation was read, so no bump can have been missed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+/// Generations made up locally have the top bit set; Redis never hands out such values (its
+/// generations start at the wall clock in microseconds, about 2^51). So a local generation can
+/// never collide with one another instance uses, and L2 is never asked about it.
+pub(crate) const LOCAL_BIT: u64 = 1 << 63;
+
+/// `trusted_epoch` while the bus is not subscribed: no entry is ever stamped with it.
+const NO_EPOCH: u64 = u64::MAX;
+
+/// What a lookup resolved for a namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Resolved {
+    pub(crate) generation: u64,
+    /// The highest position passed to `invalidate_at` for the namespace (0 if none).
+    pub(crate) position: u64,
+    /// The generation is known to be current (trusted mirror, fresh Redis read, or no Redis at
+    /// all), so L1 entries stored under it are valid whatever their age.
+    pub(crate) fresh: bool,
+}
+
+impl Resolved {
+    /// Whether the generation came from Redis, so L2 entries may exist under it.
+    pub(crate) fn in_redis(&self) -> bool {
+        self.generation & LOCAL_BIT == 0
+    }
+}
+
+/// What the mirror can say without Redis.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// Use it.
+    Trusted(Resolved),
+    /// A local invalidation that Redis has not seen yet: replay it before anything else, or use
+    /// the local generation if Redis is still unreachable.
+    Pending(Resolved),
+    /// Ask Redis; if it cannot answer, use the (non-fresh) fallback.
+    Unsure(Option<Resolved>),
+}
+
+#[derive(Debug)]
+enum Source {
+    /// Read from Redis (or learned from the bus) in `epoch`, last at `at`.
+    Redis { epoch: u64, at: Instant },
+    /// Made up here. `pending`: it stands for an invalidation Redis has not counted yet.
+    Local { pending: bool },
+}
+
+#[derive(Debug)]
+struct Entry {
+    generation: u64,
+    position: u64,
+    source: Source,
+}
+
+pub(crate) struct Generations {
+    map: RwLock<HashMap<Box<str>, Entry>>,
+    /// Bumped whenever the bus subscription is lost or (re)established.
+    epoch: AtomicU64,
+    /// The epoch in which the bus has been continuously subscribed, or `NO_EPOCH`.
+    trusted_epoch: AtomicU64,
+    next_local: AtomicU64,
+    /// False without Redis: the mirror is then the only copy and is always trusted.
+    redis: bool,
+    max_age: Duration,
+}
+
+impl Generations {
+    pub(crate) fn new(redis: bool, max_age: Duration) -> Self {
+        Self {
+            map: RwLock::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
+            trusted_epoch: AtomicU64::new(NO_EPOCH),
+            next_local: AtomicU64::new(1),
+            redis,
+            max_age,
+        }
+    }
+
+    /// The epoch to stamp on a Redis read that is about to be sent.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// The bus lost its subscription: nothing read from now on can be trusted beyond one request.
+    pub(crate) fn bus_down(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.trusted_epoch.store(NO_EPOCH, Ordering::Release);
+    }
+
+    /// The bus is subscribed again. Every generation learned before may have missed a bump, so
+    /// the epoch moves and each namespace is re-read from Redis on its next use. Must be called
+    /// only after the SUBSCRIBE was confirmed: a read stamped with the new epoch then cannot
+    /// miss a later bump's message.
+    pub(crate) fn bus_up(&self) {
+        let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        self.trusted_epoch.store(epoch, Ordering::Release);
+    }
+
+    fn new_local(&self) -> u64 {
+        LOCAL_BIT | self.next_local.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn lookup(&self, ns: &str, now: Instant) -> Lookup {
+        {
+            let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(e) = map.get(ns) {
+                return self.classify(e, now);
+            }
+        }
+        if self.redis {
+            return Lookup::Unsure(None);
+        }
+        // L1 only: the first generation of a namespace is simply a new number.
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let generation = self.new_local();
+        let e = map.entry(ns.into()).or_insert(Entry {
+            generation,
+            position: 0,
+            source: Source::Local { pending: false },
+        });
+        self.classify(e, now)
+    }
+
+    fn classify(&self, e: &Entry, now: Instant) -> Lookup {
+        let resolved = |fresh| Resolved {
+            generation: e.generation,
+            position: e.position,
+            fresh,
+        };
+        if !self.redis {
+            return Lookup::Trusted(resolved(true));
+        }
+        match e.source {
+            Source::Redis { epoch, at } => {
+                if epoch == self.trusted_epoch.load(Ordering::Acquire)
+                    && now.saturating_duration_since(at) < self.max_age
+                {
+                    Lookup::Trusted(resolved(true))
+                } else {
+                    Lookup::Unsure(Some(resolved(false)))
+                }
+            }
+            Source::Local { pending: true } => Lookup::Pending(resolved(false)),
+            Source::Local { pending: false } => Lookup::Unsure(Some(resolved(false))),
+        }
+    }
+
+    /// The current generation, trusted or not (for the lease check before storing in L1).
+    pub(crate) fn current(&self, ns: &str) -> Option<u64> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        map.get(ns).map(|e| e.generation)
+    }
+
+    /// Records what Redis said: a read sent in `epoch`, a bus message, or the result of our own
+    /// INCR. `replaces_local` is the local generation that was current when our own INCR was
+    /// sent (it covers that local invalidation); reads and bus messages pass `None`.
+    ///
+    /// Returns what the caller should use now; `fresh` unless a pending local invalidation
+    /// still has to be replayed.
+    pub(crate) fn observe(
+        &self,
+        ns: &str,
+        generation: u64,
+        position: u64,
+        epoch: u64,
+        replaces_local: Option<u64>,
+    ) -> Resolved {
+        let now = Instant::now();
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let e = map.entry(ns.into()).or_insert(Entry {
+            generation,
+            position,
+            source: Source::Redis { epoch, at: now },
+        });
+        match e.source {
+            // Within Redis' history generations only grow (INCR; re-initialised from the clock
+            // if the key is lost), so the larger one is the newer: a read that left before an
+            // invalidation can come back after the bus message carrying the bump, and must not
+            // roll the mirror back.
+            Source::Redis { epoch: seen_in, .. } => {
+                e.generation = e.generation.max(generation);
+                e.position = e.position.max(position);
+                // Only a read sent in the current epoch (or later than the entry's) can vouch
+                // for the value; an older one may predate a missed message.
+                if epoch >= seen_in {
+                    e.source = Source::Redis { epoch, at: now };
+                }
+            }
+            // A local invalidation Redis has not counted: its value must win over anything Redis
+            // says until our INCR that covers it has been confirmed.
+            Source::Local { pending: true } if replaces_local != Some(e.generation) => {
+                e.position = e.position.max(position);
+                return Resolved {
+                    generation: e.generation,
+                    position: e.position,
+                    fresh: false,
+                };
+            }
+            // A made-up generation for a namespace Redis could not tell us about, or a pending
+            // one our INCR just covered: Redis' word replaces it (its entries become
+            // unreachable, which is what an invalidation wants anyway).
+            Source::Local { .. } => {
+                e.generation = generation;
+                e.position = e.position.max(position);
+                e.source = Source::Redis { epoch, at: now };
+            }
+        }
+        Resolved {
+            generation: e.generation,
+            position: e.position,
+            fresh: true,
+        }
+    }
+
+    /// An invalidation Redis did not confirm (no Redis, or Redis unreachable): a new local
+    /// generation makes every local key of the namespace miss at once. With Redis configured
+    /// the entry stays pending until the invalidation is replayed there.
+    pub(crate) fn bump_local(&self, ns: &str, position: u64) -> Resolved {
+        let generation = self.new_local();
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let old_position = map.get(ns).map_or(0, |e| e.position);
+        let position = position.max(old_position);
+        map.insert(
+            ns.into(),
+            Entry {
+                generation,
+                position,
+                source: Source::Local {
+                    pending: self.redis,
+                },
+            },
+        );
+        Resolved {
+            generation,
+            position,
+            fresh: !self.redis,
+        }
+    }
+
+    /// A generation for a namespace Redis could not tell us about (never fresh): keep what we
+    /// have, else make one up that any later Redis answer replaces.
+    pub(crate) fn fallback(&self, ns: &str) -> Resolved {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let generation = self.new_local();
+        let e = map.entry(ns.into()).or_insert(Entry {
+            generation,
+            position: 0,
+            source: Source::Local { pending: false },
+        });
+        Resolved {
+            generation: e.generation,
+            position: e.position,
+            fresh: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gens() -> Generations {
+        let g = Generations::new(true, Duration::from_secs(60));
+        g.bus_up();
+        g
+    }
+
+    #[test]
+    fn observe_never_rolls_back() {
+        let g = gens();
+        let e = g.epoch();
+        assert_eq!(g.observe("ns", 6, 0, e, None).generation, 6);
+        assert_eq!(g.observe("ns", 5, 0, e, None).generation, 6);
+        assert!(matches!(g.lookup("ns", Instant::now()), Lookup::Trusted(_)));
+    }
+
+    #[test]
+    fn a_reconnect_makes_everything_untrusted() {
+        let g = gens();
+        g.observe("ns", 6, 0, g.epoch(), None);
+        let before = g.epoch();
+        g.bus_down();
+        assert!(matches!(g.lookup("ns", Instant::now()), Lookup::Unsure(_)));
+        g.bus_up();
+        // A read sent before the resubscribe cannot restore trust...
+        g.observe("ns", 6, 0, before, None);
+        assert!(matches!(g.lookup("ns", Instant::now()), Lookup::Unsure(_)));
+        // ...one sent after it can.
+        g.observe("ns", 7, 0, g.epoch(), None);
+        assert!(matches!(
+            g.lookup("ns", Instant::now()),
+            Lookup::Trusted(Resolved { generation: 7, .. })
+        ));
+    }
+
+    #[test]
+    fn a_pending_local_invalidation_wins_until_replayed() {
+        let g = gens();
+        let e = g.epoch();
+        g.observe("ns", 6, 0, e, None);
+        let local = g.bump_local("ns", 42);
+        assert!(!local.in_redis());
+        // Redis, not having seen the invalidation, still says 6: must be ignored.
+        let r = g.observe("ns", 6, 0, e, None);
+        assert_eq!(r.generation, local.generation);
+        assert!(matches!(g.lookup("ns", Instant::now()), Lookup::Pending(_)));
+        // Our INCR that covers it: Redis' value now replaces the local one.
+        let r = g.observe("ns", 7, 42, e, Some(local.generation));
+        assert_eq!((r.generation, r.position), (7, 42));
+        assert!(matches!(g.lookup("ns", Instant::now()), Lookup::Trusted(_)));
+    }
+
+    #[test]
+    fn a_replay_does_not_cover_a_newer_local_invalidation() {
+        let g = gens();
+        let first = g.bump_local("ns", 0);
+        let second = g.bump_local("ns", 0);
+        let r = g.observe("ns", 9, 0, g.epoch(), Some(first.generation));
+        assert_eq!(r.generation, second.generation);
+        assert!(!r.fresh);
+    }
+
+    #[test]
+    fn made_up_generations_are_replaced_by_redis() {
+        let g = gens();
+        let local = g.fallback("ns");
+        assert!(!local.in_redis());
+        assert_eq!(g.observe("ns", 3, 0, g.epoch(), None).generation, 3);
+    }
+
+    #[test]
+    fn without_redis_everything_is_local_and_trusted() {
+        let g = Generations::new(false, Duration::from_secs(60));
+        let Lookup::Trusted(first) = g.lookup("ns", Instant::now()) else {
+            panic!("not trusted")
+        };
+        let bumped = g.bump_local("ns", 0);
+        assert_ne!(first.generation, bumped.generation);
+        assert!(bumped.fresh);
+        assert_eq!(g.lookup("ns", Instant::now()), Lookup::Trusted(bumped));
+    }
+}

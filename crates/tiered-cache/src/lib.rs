@@ -1,0 +1,634 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Module map
+//! `key` (names and rendering), `generations` (the local mirror of namespace generations),
+//! `l1` (in-process store), `l2` (every Redis command), `bus` (pub/sub invalidations),
+//! `flight` (single flight), `fill` (the caller's seam), `breaker`, `stats`, `config`, `error`.
+//! This file wires them into [`TieredCache`]; it never talks to Redis directly.
+#![warn(missing_docs)]
+
+mod breaker;
+mod bus;
+mod config;
+mod error;
+mod fill;
+mod flight;
+mod generations;
+mod key;
+mod l1;
+mod l2;
+mod stats;
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use bytes::Bytes;
+use rand::Rng;
+use tokio::sync::oneshot;
+
+pub use config::{CacheBuilder, Policy};
+pub use error::{BuildError, CacheError};
+pub use fill::{FillContext, Filled, StoreCondition};
+pub use key::{Key, Namespace};
+pub use stats::{BreakerState, Health, L2Status, LabelStats, LayerStats, StatsSnapshot};
+
+use breaker::Breaker;
+use fill::Condition;
+use flight::{Flights, Joined, Outcome};
+use generations::{Generations, Lookup, Resolved};
+use key::{L1Key, L1KeyRef};
+use l1::L1;
+use l2::{Stored, L2};
+use stats::{FillOutcome, Layer, Stats};
+
+/// A two-tier cache-aside: L1 in this process, L2 in Redis (optional), invalidated per
+/// namespace on every instance. Cheap to clone (all clones share one cache).
+///
+/// See the [crate documentation](crate) for the model and an example.
+#[derive(Clone)]
+pub struct TieredCache {
+    inner: Arc<Inner>,
+    /// Dropping the last clone stops the bus task.
+    _bus: Option<Arc<oneshot::Sender<()>>>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) l1: L1,
+    pub(crate) l2: Option<L2>,
+    pub(crate) gens: Generations,
+    pub(crate) stats: Stats,
+    /// Identifies this cache's own messages on the bus.
+    pub(crate) instance: u64,
+    flights: Arc<Flights>,
+    default_policy: Policy,
+    policies: HashMap<&'static str, Policy>,
+    prefix: String,
+    fill_timeout: Duration,
+    untrusted_l1_max_age: Duration,
+    condition: Option<Condition>,
+    /// Namespaces invalidated locally while Redis was unreachable, by escaped name: the
+    /// invalidation is replayed in Redis (and so reaches the other instances) when it answers.
+    pending: Mutex<HashMap<Box<str>, Namespace>>,
+}
+
+impl TieredCache {
+    /// A builder with the defaults (64 MiB L1, no Redis, [`Policy::default`]).
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::default()
+    }
+
+    pub(crate) async fn from_builder(b: CacheBuilder) -> Result<Self, BuildError> {
+        if b.key_prefix.contains(['{', '}']) {
+            return Err(BuildError::KeyPrefix(b.key_prefix));
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(BuildError::NoRuntime);
+        }
+        let l2 = match &b.redis_url {
+            None => None,
+            Some(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(BuildError::RedisUrl)?;
+                let breaker = Breaker::new(b.breaker_failures, b.breaker_open_for);
+                let channel = format!("{}invalidations", b.key_prefix);
+                Some(
+                    L2::new(client, b.l2_timeout, b.connect_timeout, breaker, channel)
+                        .map_err(BuildError::RedisUrl)?,
+                )
+            }
+        };
+        let redis = l2.is_some();
+        let inner = Arc::new(Inner {
+            l1: L1::new(b.l1_max_bytes),
+            l2,
+            gens: Generations::new(redis, b.generation_max_age),
+            stats: Stats::new(!redis),
+            instance: rand::rng().random(),
+            flights: Arc::default(),
+            default_policy: b.default_policy,
+            policies: b.policies,
+            prefix: b.key_prefix,
+            fill_timeout: b.fill_timeout,
+            untrusted_l1_max_age: b.untrusted_l1_max_age,
+            condition: b.condition,
+            pending: Mutex::default(),
+        });
+        let mut cache = TieredCache {
+            inner: inner.clone(),
+            _bus: None,
+        };
+        if let Some(l2) = &inner.l2 {
+            let (stop_tx, stop_rx) = oneshot::channel();
+            let (ready_tx, ready_rx) = oneshot::channel();
+            // Connect the command connection while the bus subscribes, so the first calls do
+            // not pay (or time out on) the connection.
+            let warm_up = l2.ping_within(b.connect_timeout);
+            bus::spawn(inner.clone(), b.bus_ping_interval, stop_rx, ready_tx);
+            let _ = tokio::join!(
+                warm_up,
+                tokio::time::timeout(b.connect_timeout * 2, ready_rx)
+            );
+            cache._bus = Some(Arc::new(stop_tx));
+        }
+        Ok(cache)
+    }
+
+    /// The value of `key`: from L1, else from L2 (copied into L1), else from `fill`, whose value
+    /// is stored in both unless the namespace was invalidated while it ran.
+    ///
+    /// Concurrent misses of one key on this instance run `fill` once; the others wait for it and
+    /// get its value or its error. `fill` runs in its own task (so a caller that gives up does
+    /// not cancel it for the others) and is cancelled after the fill timeout.
+    ///
+    /// Redis trouble never becomes an error here; only the fill's own failure does, and with a
+    /// [fail-safe](Policy::fail_safe) policy a recently expired value is served instead.
+    pub async fn get_or_fill<F, Fut, T, E>(
+        &self,
+        key: &Key,
+        fill: F,
+    ) -> Result<Bytes, CacheError<E>>
+    where
+        F: FnOnce(FillContext) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Into<Filled>,
+        E: Send + Sync + 'static,
+    {
+        let inner = &self.inner;
+        let label = key.namespace().label();
+        let now = Instant::now();
+        let resolved = inner.resolve(key.namespace(), now).await;
+        let stale = match inner.l1_get(key, &resolved, now) {
+            l1::Lookup::Fresh(v) => {
+                inner.stats.hit(Layer::L1, label);
+                return Ok(v);
+            }
+            l1::Lookup::Stale(v) => Some(v),
+            l1::Lookup::Miss => None,
+        };
+        inner.stats.miss(Layer::L1, label);
+        let data_key = key::data_key(&inner.prefix, key, resolved.generation);
+        if let Some(v) = inner.l2_get(key, &data_key, &resolved).await {
+            return Ok(v);
+        }
+        match Inner::fly(inner, key, data_key, resolved, fill).await {
+            Ok(v) => Ok(v),
+            Err(e) => match stale {
+                Some(v) => {
+                    tracing::debug!(error = %FillFailure(&e), "fill failed, serving stale value");
+                    inner.stats.stale_served(label);
+                    Ok(v)
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    /// The cached value of `key` (L1, else L2), without filling. `None` on a miss.
+    pub async fn get(&self, key: &Key) -> Option<Bytes> {
+        let inner = &self.inner;
+        let label = key.namespace().label();
+        let now = Instant::now();
+        let resolved = inner.resolve(key.namespace(), now).await;
+        if let l1::Lookup::Fresh(v) = inner.l1_get(key, &resolved, now) {
+            inner.stats.hit(Layer::L1, label);
+            return Some(v);
+        }
+        inner.stats.miss(Layer::L1, label);
+        let data_key = key::data_key(&inner.prefix, key, resolved.generation);
+        inner.l2_get(key, &data_key, &resolved).await
+    }
+
+    /// Stores `value` for `key` in both layers now, under the namespace's current generation,
+    /// and makes other instances drop their L1 copy of the key. For a value the caller knows to
+    /// be current (e.g. just written); it is not fenced against a concurrent invalidation the
+    /// way a fill is.
+    pub async fn set(&self, key: &Key, value: impl Into<Bytes>) {
+        let inner = &self.inner;
+        let value = value.into();
+        let resolved = inner.resolve(key.namespace(), Instant::now()).await;
+        let (l1_ttl, l2_ttl, grace) = inner.ttls(key.namespace().label());
+        if let (Some(l2), true) = (&inner.l2, resolved.in_redis()) {
+            let data_key = key::data_key(&inner.prefix, key, resolved.generation);
+            let msg = inner.dropped_message(key, resolved.generation);
+            l2.set(&inner.stats, &data_key, &value, l2_ttl, &msg).await;
+        }
+        inner.l1_store(key, resolved.generation, value, l1_ttl, grace);
+    }
+
+    /// Fills `key` and stores the value (under the same rules as [`get_or_fill`](Self::get_or_fill)),
+    /// whether or not it is cached: for warming or refreshing a cache without reading it. Joins a
+    /// fill of the key already running instead of starting a second one.
+    pub async fn warm<F, Fut, T, E>(&self, key: &Key, fill: F) -> Result<(), CacheError<E>>
+    where
+        F: FnOnce(FillContext) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Into<Filled>,
+        E: Send + Sync + 'static,
+    {
+        let inner = &self.inner;
+        let resolved = inner.resolve(key.namespace(), Instant::now()).await;
+        let data_key = key::data_key(&inner.prefix, key, resolved.generation);
+        Inner::fly(inner, key, data_key, resolved, fill)
+            .await
+            .map(drop)
+    }
+
+    /// Removes `key` from both layers and from the other instances' L1. A fill of the key
+    /// already running may still store its value afterwards; to fence fills, invalidate the
+    /// namespace instead.
+    pub async fn delete(&self, key: &Key) {
+        let inner = &self.inner;
+        let resolved = inner.resolve(key.namespace(), Instant::now()).await;
+        inner.l1.remove(&L1KeyRef::new(key, resolved.generation));
+        if let (Some(l2), true) = (&inner.l2, resolved.in_redis()) {
+            let data_key = key::data_key(&inner.prefix, key, resolved.generation);
+            let msg = inner.dropped_message(key, resolved.generation);
+            l2.delete(&inner.stats, &data_key, &msg).await;
+        }
+    }
+
+    /// Invalidates every key of `ns` at once, in O(1): bumps its generation (in Redis, which
+    /// tells every instance over the bus, and here). When this returns, no `get_or_fill` on this
+    /// instance returns a value filled before the call, and fills still running will not store
+    /// theirs. Other instances follow within the bus' delivery time.
+    ///
+    /// If Redis is unreachable the invalidation applies here at once and is replayed in Redis
+    /// when it answers again (unless this process stops first).
+    pub async fn invalidate(&self, ns: &Namespace) {
+        self.invalidate_at(ns, 0).await
+    }
+
+    /// [`invalidate`](Self::invalidate), recording that the change behind it is at `position`
+    /// in the data source (e.g. the PostgreSQL LSN of the commit). Fills of the namespace then
+    /// see the highest such position in [`FillContext::position`], and a value reported
+    /// [at a lower position](Filled::at_position) is returned but not stored.
+    pub async fn invalidate_at(&self, ns: &Namespace, position: u64) {
+        let inner = &self.inner;
+        inner.stats.invalidation(ns.label());
+        if let Some(l2) = &inner.l2 {
+            let gen_key = key::generation_key(&inner.prefix, ns);
+            let tail = bus::invalidation_tail(inner.instance, ns.label(), ns.name());
+            // If a local invalidation is pending, this INCR (sent after it) covers it too.
+            let before = inner.gens.current(ns.name());
+            let epoch = inner.gens.epoch();
+            if let Some((g, p)) = l2.invalidate(&inner.stats, &gen_key, position, &tail).await {
+                inner.gens.observe(ns.name(), g, p, epoch, before);
+                return;
+            }
+            tracing::debug!(
+                namespace = ns.name(),
+                "redis unavailable, invalidating locally"
+            );
+        }
+        inner.gens.bump_local(ns.name(), position);
+        if inner.l2.is_some() {
+            inner
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(ns.name().into(), ns.clone());
+        }
+    }
+
+    /// The counters since the cache was built or [`reset_stats`](Self::reset_stats) was last
+    /// called, plus the current breaker, bus and L1 state.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let inner = &self.inner;
+        let mut s = inner.stats.snapshot();
+        s.breaker = inner
+            .l2
+            .as_ref()
+            .map_or(BreakerState::Closed, L2::breaker_state);
+        s.l1_entries = inner.l1.entries();
+        s.l1_bytes = inner.l1.bytes();
+        inner.stats.l1_size(s.l1_entries, s.l1_bytes);
+        s
+    }
+
+    /// Sets every counter of [`snapshot`](Self::snapshot) back to zero (the `metrics` facade's
+    /// counters are not affected: they are monotonic by contract).
+    pub fn reset_stats(&self) {
+        self.inner.stats.reset();
+    }
+
+    /// Checks Redis now (one PING, within the L2 timeout, outside the breaker) and reports it
+    /// with the breaker and bus state.
+    pub async fn health(&self) -> Health {
+        let inner = &self.inner;
+        let Some(l2) = &inner.l2 else {
+            return Health {
+                l2: L2Status::Disabled,
+                l2_latency_micros: None,
+                breaker: BreakerState::Closed,
+                bus_connected: true,
+            };
+        };
+        let latency = l2.ping().await;
+        Health {
+            l2: if latency.is_some() {
+                L2Status::Up
+            } else {
+                L2Status::Down
+            },
+            l2_latency_micros: latency.map(|d| d.as_micros().min(u64::MAX as u128) as u64),
+            breaker: l2.breaker_state(),
+            bus_connected: inner.stats.bus_connected(),
+        }
+    }
+}
+
+impl std::fmt::Debug for TieredCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TieredCache")
+            .field("redis", &self.inner.l2.is_some())
+            .field("prefix", &self.inner.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Displays a [`CacheError`] of any `E` (for a log line), without requiring `E: Display`.
+struct FillFailure<'a, E>(&'a CacheError<E>);
+
+impl<E> std::fmt::Display for FillFailure<'_, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            CacheError::Fill(_) => f.write_str("fill returned an error"),
+            CacheError::FillTimeout(d) => write!(f, "fill timed out after {d:?}"),
+            CacheError::FillAborted => f.write_str("fill aborted"),
+        }
+    }
+}
+
+impl Inner {
+    /// The generation to use for `ns` now: the mirror's if trusted, else Redis', else whatever
+    /// is known locally (then `fresh` is false and only young L1 entries are served).
+    async fn resolve(&self, ns: &Namespace, now: Instant) -> Resolved {
+        match self.gens.lookup(ns.name(), now) {
+            Lookup::Trusted(r) => r,
+            Lookup::Pending(r) => self.replay(ns, r).await.unwrap_or(r),
+            Lookup::Unsure(known) => {
+                if let Some(l2) = &self.l2 {
+                    let gen_key = key::generation_key(&self.prefix, ns);
+                    // Stamped before sending: a reconnect while it is in flight makes the
+                    // answer usable for this request but not trusted for later ones.
+                    let epoch = self.gens.epoch();
+                    if let Some((g, p)) = l2.read_generation(&self.stats, &gen_key).await {
+                        return self.gens.observe(ns.name(), g, p, epoch, None);
+                    }
+                }
+                known.unwrap_or_else(|| self.gens.fallback(ns.name()))
+            }
+        }
+    }
+
+    /// Replays a local invalidation (`local`, pending) in Redis. `None` if Redis is unreachable.
+    async fn replay(&self, ns: &Namespace, local: Resolved) -> Option<Resolved> {
+        let l2 = self.l2.as_ref()?;
+        let gen_key = key::generation_key(&self.prefix, ns);
+        let tail = bus::invalidation_tail(self.instance, ns.label(), ns.name());
+        let epoch = self.gens.epoch();
+        let (g, p) = l2
+            .invalidate(&self.stats, &gen_key, local.position, &tail)
+            .await?;
+        let r = self
+            .gens
+            .observe(ns.name(), g, p, epoch, Some(local.generation));
+        if r.fresh {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(ns.name());
+        }
+        Some(r)
+    }
+
+    /// Replays every pending local invalidation (the bus calls this when Redis is back).
+    pub(crate) async fn replay_pending(&self) {
+        let pending: Vec<Namespace> = {
+            let map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if map.is_empty() {
+                return;
+            }
+            map.values().cloned().collect()
+        };
+        for ns in pending {
+            match self.gens.lookup(ns.name(), Instant::now()) {
+                Lookup::Pending(local) => {
+                    if self.replay(&ns, local).await.is_none() {
+                        return; // Redis is still unreachable; try again later.
+                    }
+                }
+                // Already covered by a later invalidation that reached Redis.
+                _ => {
+                    self.pending
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(ns.name());
+                }
+            }
+        }
+    }
+
+    fn l1_get(&self, key: &Key, resolved: &Resolved, now: Instant) -> l1::Lookup {
+        let max_age = (!resolved.fresh).then_some(self.untrusted_l1_max_age);
+        self.l1
+            .get(&L1KeyRef::new(key, resolved.generation), now, max_age)
+    }
+
+    /// An L2 lookup, copied into L1 on a hit. `None` on a miss or when Redis is unavailable.
+    async fn l2_get(&self, key: &Key, data_key: &str, resolved: &Resolved) -> Option<Bytes> {
+        let l2 = self.l2.as_ref()?;
+        if !resolved.in_redis() {
+            return None; // A local generation: nothing in Redis is stored under it.
+        }
+        let label = key.namespace().label();
+        match l2.get(&self.stats, data_key).await.flatten() {
+            Some(v) => {
+                self.stats.hit(Layer::L2, label);
+                let (l1_ttl, _, grace) = self.ttls(label);
+                // Same lease rule as a fill: an invalidation since the lookup means the value
+                // may be older than it, so it is returned (the caller started before the
+                // invalidation) but not kept.
+                if self.gens.current(key.namespace().name()) == Some(resolved.generation) {
+                    self.l1_store(key, resolved.generation, v.clone(), l1_ttl, grace);
+                }
+                Some(v)
+            }
+            None => {
+                self.stats.miss(Layer::L2, label);
+                None
+            }
+        }
+    }
+
+    /// Joins or leads the single flight of `data_key` and returns its outcome.
+    async fn fly<F, Fut, T, E>(
+        self: &Arc<Self>,
+        key: &Key,
+        data_key: String,
+        resolved: Resolved,
+        fill: F,
+    ) -> Result<Bytes, CacheError<E>>
+    where
+        F: FnOnce(FillContext) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Into<Filled>,
+        E: Send + Sync + 'static,
+    {
+        let waiter = match self.flights.join(TypeId::of::<E>(), data_key.clone()) {
+            Joined::Waiter(waiter) => {
+                self.stats.coalesced(key.namespace().label());
+                waiter
+            }
+            Joined::Leader(leader, waiter) => {
+                let inner = self.clone();
+                let ctx = FillContext {
+                    key: key.clone(),
+                    generation: resolved.generation,
+                    position: resolved.position,
+                };
+                // A task of its own: the fill must finish (and wake the waiters) even if the
+                // caller that started it is cancelled.
+                tokio::spawn(async move {
+                    let outcome = inner.run_fill(ctx, data_key, resolved, fill).await;
+                    leader.finish(outcome);
+                });
+                waiter
+            }
+        };
+        match waiter.wait().await {
+            Some(Outcome::Value(v)) => Ok(v),
+            Some(Outcome::Failed(e)) => match e.downcast::<E>() {
+                Ok(e) => Err(CacheError::Fill(e)),
+                // Unreachable: flights are keyed by the error type.
+                Err(_) => Err(CacheError::FillAborted),
+            },
+            Some(Outcome::TimedOut(d)) => Err(CacheError::FillTimeout(d)),
+            None => Err(CacheError::FillAborted),
+        }
+    }
+
+    async fn run_fill<F, Fut, T, E>(
+        &self,
+        ctx: FillContext,
+        data_key: String,
+        resolved: Resolved,
+        fill: F,
+    ) -> Outcome
+    where
+        F: FnOnce(FillContext) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        T: Into<Filled>,
+        E: Send + Sync + 'static,
+    {
+        let label = ctx.key.namespace().label();
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.fill_timeout, fill(ctx.clone()))
+            .await
+            .map(|r| r.map(Into::<Filled>::into));
+        let took = started.elapsed();
+        match result {
+            Err(_) => {
+                self.stats.fill(label, FillOutcome::Timeout, took);
+                tracing::warn!(label, timeout = ?self.fill_timeout, "cache fill timed out");
+                Outcome::TimedOut(self.fill_timeout)
+            }
+            Ok(Err(e)) => {
+                self.stats.fill(label, FillOutcome::Error, took);
+                Outcome::Failed(Arc::new(e))
+            }
+            Ok(Ok(filled)) => {
+                let allowed = filled.storable(&ctx)
+                    && self
+                        .condition
+                        .as_ref()
+                        .is_none_or(|c| c.0.may_store(&ctx, &filled));
+                let outcome = if allowed {
+                    self.store_filled(&ctx, &data_key, resolved, &filled.value)
+                        .await
+                } else {
+                    FillOutcome::Refused
+                };
+                self.stats.fill(label, outcome, took);
+                Outcome::Value(filled.value)
+            }
+        }
+    }
+
+    /// Stores a fill's value if the namespace is still at the generation the fill started
+    /// under: atomically in Redis (the script compares and writes), then locally.
+    async fn store_filled(
+        &self,
+        ctx: &FillContext,
+        data_key: &str,
+        resolved: Resolved,
+        value: &Bytes,
+    ) -> FillOutcome {
+        let ns = ctx.key.namespace();
+        let (l1_ttl, l2_ttl, grace) = self.ttls(ns.label());
+        if let (Some(l2), true) = (&self.l2, resolved.in_redis()) {
+            let gen_key = key::generation_key(&self.prefix, ns);
+            let stored = l2
+                .store_if_generation(
+                    &self.stats,
+                    &gen_key,
+                    data_key,
+                    resolved.generation,
+                    value,
+                    l2_ttl,
+                )
+                .await;
+            if stored == Stored::Superseded {
+                return FillOutcome::Discarded;
+            }
+        }
+        // The local half of the lease. An invalidation here moves the mirror before it
+        // returns: if it did so before this check, we discard; if after, the entry goes in
+        // under the old generation, which no lookup after the invalidation uses. Either way no
+        // caller that starts after the invalidation sees this value.
+        if self.gens.current(ns.name()) != Some(resolved.generation) {
+            return FillOutcome::Discarded;
+        }
+        self.l1_store(&ctx.key, resolved.generation, value.clone(), l1_ttl, grace);
+        FillOutcome::Stored
+    }
+
+    fn l1_store(&self, key: &Key, generation: u64, value: Bytes, ttl: Duration, grace: Duration) {
+        let now = Instant::now();
+        let fresh_until = now + ttl;
+        self.l1.insert(
+            L1Key::new(key, generation),
+            l1::Entry {
+                value,
+                fresh_until,
+                stale_until: fresh_until + grace,
+                stored_at: now,
+            },
+        );
+        self.stats.l1_size(self.l1.entries(), self.l1.bytes());
+    }
+
+    /// `(L1 TTL, L2 TTL, fail-safe grace)` for one stored entry, jitter included.
+    fn ttls(&self, label: &str) -> (Duration, Duration, Duration) {
+        let p = self.policies.get(label).unwrap_or(&self.default_policy);
+        let jitter = if p.jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            rand::rng().random_range(Duration::ZERO..=p.jitter)
+        };
+        let l2_ttl = p.ttl + jitter;
+        let l1_ttl = (p.l1_ttl + jitter).min(l2_ttl);
+        (l1_ttl, l2_ttl, p.stale_grace.unwrap_or(Duration::ZERO))
+    }
+
+    fn dropped_message(&self, key: &Key, generation: u64) -> String {
+        bus::dropped(
+            generation,
+            self.instance,
+            key.namespace().name(),
+            key.params(),
+        )
+    }
+}
