@@ -1,0 +1,13 @@
+//! Strata's storage layer: pools, read/write routing, migrations, and one
+//! repository per resource over SQLite and PostgreSQL.
+//! It never sees HTTP, sessions' cookies or cache keys: callers pass a tenant
+//! id they already trust and get rows back.
+
+mod error;
+pub mod model;
+mod pool;
+pub mod repo;
+pub mod seed;
+
+pub use error::DbError;
+pub use pool::{Backend, Db, DbConfig};

@@ -1,0 +1,102 @@
+//! The JSON body extractor: enforces the media type and the size limit, and
+//! turns every way a body can be wrong into the contract's 400/413/415/422.
+//! Never applies business rules; it only makes sure the body has the shape
+//! of the input type.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::header;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::error::{AppError, FieldError};
+use crate::app::AppState;
+
+/// An input type's accepted fields, so unknown and read-only ones are
+/// reported by name rather than silently ignored.
+pub trait InputFields {
+    /// Fields the client may send.
+    const FIELDS: &'static [&'static str];
+    /// Fields of the object that only the server sets.
+    const READ_ONLY: &'static [&'static str] = &[];
+}
+
+/// A request body parsed as `T`.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+impl<T> FromRequest<AppState> for JsonBody<T>
+where
+    T: DeserializeOwned + InputFields,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, AppError> {
+        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        if !content_type.is_some_and(is_json) {
+            return Err(AppError::UnsupportedMediaType);
+        }
+        let limit = state.config.body_limit as usize;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(AppError::PayloadTooLarge { limit });
+        }
+        let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(err) = source {
+                if err.is::<http_body_util::LengthLimitError>() {
+                    return AppError::PayloadTooLarge { limit };
+                }
+                source = err.source();
+            }
+            AppError::bad_request("the request body could not be read")
+        })?;
+        parse(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses a body: syntax errors are 400, a well-formed body that does not
+/// fit the input type is 422 naming each offending field.
+pub fn parse<T: DeserializeOwned + InputFields>(bytes: &[u8]) -> Result<T, AppError> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| AppError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    let Value::Object(map) = value else {
+        return Err(AppError::invalid("body", "must be a JSON object"));
+    };
+    let mut errors = Vec::new();
+    for key in map.keys() {
+        if T::READ_ONLY.contains(&key.as_str()) {
+            errors.push(FieldError::new(key, "is read-only: the server sets it"));
+        } else if !T::FIELDS.contains(&key.as_str()) {
+            errors.push(FieldError::new(key, format!("is not a known field; known fields: {}", T::FIELDS.join(", "))));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    serde_path_to_error::deserialize(Value::Object(map)).map_err(|e| {
+        let field = e.path().to_string();
+        let message = e.into_inner().to_string();
+        AppError::Validation(vec![FieldError::new(field, message)])
+    })
+}
+
+/// For `Option<Option<T>>` fields: absent stays `None` (through
+/// `#[serde(default)]`), `null` becomes `Some(None)`, a value `Some(Some(v))`.
+/// That is how PATCH tells "leave unchanged" from "clear".
+pub fn nullable<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
+}

@@ -1,0 +1,72 @@
+//! HTTP plumbing shared by every route: the error type and its mapping,
+//! body and query extractors, entity tags, and the middleware stack.
+//! Never holds a route's business logic.
+
+pub mod body;
+pub mod error;
+pub mod etag;
+pub mod query;
+
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use uuid::Uuid;
+
+pub use body::JsonBody;
+pub use error::{AppError, FieldError};
+
+/// The id in a `/{resource}/{id}` path, which must be a UUID (400 otherwise).
+#[derive(Debug, Clone, Copy)]
+pub struct Id(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| AppError::bad_request("the path has no valid id"))?;
+        parse_uuid(&raw).map(Id)
+    }
+}
+
+pub fn parse_uuid(raw: &str) -> Result<Uuid, AppError> {
+    Uuid::try_parse(raw).map_err(|_| AppError::BadRequest {
+        message: format!("{raw:?} is not a valid id (a UUID is expected)"),
+        details: vec![FieldError::new("id", "is not a valid UUID")],
+    })
+}
+
+/// Answers 404 in the contract's shape for unknown routes.
+pub async fn not_found() -> AppError {
+    AppError::NotFound
+}
+
+/// Answers 405 in the contract's shape for a known path with another method.
+pub async fn method_not_allowed() -> AppError {
+    AppError::MethodNotAllowed
+}
+
+/// Bounds every request's handling time: past it the client gets a 503 it
+/// can retry rather than a connection that hangs.
+pub async fn timeout(limit: Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => AppError::Unavailable { message: "the request took too long; retry shortly".to_owned(), retry_after: 1 }
+            .into_response(),
+    }
+}
+
+/// A panic in a handler becomes the contract's 500 (and a log line), never a
+/// dropped connection.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    AppError::Internal(anyhow::anyhow!("handler panicked: {detail}")).into_response()
+}

@@ -1,0 +1,65 @@
+//! List query strings: `page`, `per_page`, `q`, `sort` and a resource's
+//! filters, read strictly. Anything unknown, repeated or malformed is a 400
+//! that names the parameter, so a typo never silently returns everything.
+
+use strata_db::repo::{ListParams, Spec};
+
+use super::error::AppError;
+
+/// The largest `page` accepted: far beyond any real list, small enough that
+/// `page * per_page` never overflows anything downstream.
+pub const MAX_PAGE: u32 = 10_000_000;
+/// The longest `q` accepted, in characters.
+pub const MAX_Q: usize = 200;
+
+/// Reads a list request's query string for the resource `spec` describes.
+pub fn parse_list(spec: &'static Spec, raw: Option<&str>) -> Result<ListParams, AppError> {
+    let mut params = spec.default_params();
+    let mut seen: Vec<String> = Vec::new();
+    for (name, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        if seen.iter().any(|s| *s == name) {
+            return Err(AppError::bad_param(&name, "is given more than once"));
+        }
+        seen.push(name.to_string());
+        match name.as_ref() {
+            "page" => {
+                params.page = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|p| (1..=MAX_PAGE).contains(p))
+                    .ok_or_else(|| AppError::bad_param("page", format!("must be an integer from 1 to {MAX_PAGE}")))?;
+            }
+            "per_page" => {
+                params.per_page = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|p| (1..=100).contains(p))
+                    .ok_or_else(|| AppError::bad_param("per_page", "must be an integer from 1 to 100"))?;
+            }
+            "q" => {
+                if value.chars().count() > MAX_Q {
+                    return Err(AppError::bad_param("q", format!("must be at most {MAX_Q} characters")));
+                }
+                let q = value.trim();
+                params.q = (!q.is_empty()).then(|| q.to_owned());
+            }
+            "sort" => {
+                let (sort, descending) = spec.parse_sort(&value).map_err(|e| AppError::bad_param("sort", e))?;
+                params.sort = sort;
+                params.descending = descending;
+            }
+            other => {
+                let Some(filter) = spec.filter(other) else {
+                    let mut known = vec!["page", "per_page", "q", "sort"];
+                    known.extend(spec.filters.iter().map(|f| f.name));
+                    return Err(AppError::bad_param(
+                        other,
+                        format!("is not a parameter of this list; known: {}", known.join(", ")),
+                    ));
+                };
+                params.filters.push(filter.parse(&value).map_err(|e| AppError::bad_param(other, e))?);
+            }
+        }
+    }
+    Ok(params)
+}

@@ -1,0 +1,251 @@
+//! The five business resources over one set of generic handlers: list, get,
+//! create, patch and delete, with their validation and server-side rules.
+//! Each resource module says what its input looks like and which rules it
+//! follows; this module says how every resource is served.
+//! Never reads the tenant from the request: it comes from the [`Session`].
+
+pub mod contacts;
+pub mod deals;
+pub mod invoices;
+pub mod orders;
+pub mod tasks;
+pub mod validate;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use strata_db::model::db_time;
+use strata_db::repo::{self, Resource};
+use strata_db::DbError;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::Session;
+use crate::http::body::InputFields;
+use crate::http::etag::{etag, json_with_etag, matches};
+use crate::http::query::parse_list;
+use crate::http::{AppError, FieldError, Id, JsonBody};
+pub use validate::Errors;
+
+/// What the HTTP layer needs to serve a stored resource.
+pub trait ApiResource: Resource + ToSchema {
+    /// The body of create and patch: every field optional, `null` kept
+    /// apart from absent.
+    type Input: DeserializeOwned + InputFields + ToSchema + Clone + Send + 'static;
+
+    /// Fields a create must set.
+    const REQUIRED: &'static [&'static str];
+
+    /// A new row with every field at its default, before the input applies.
+    fn blank(tenant: Uuid, id: Uuid, now: DateTime<Utc>) -> Self;
+
+    /// Copies the fields the input sets; `null` on a field that cannot be
+    /// empty is an error.
+    fn apply(&mut self, input: Self::Input, errors: &mut Errors);
+
+    /// Sets what the server owns (timestamps of state changes, totals),
+    /// given the row as it was (`None` on create).
+    fn rules(&mut self, before: Option<&Self>, now: DateTime<Utc>, errors: &mut Errors);
+
+    /// Checks every field rule of the resulting row.
+    fn validate(&self, errors: &mut Errors);
+
+    /// The rows this one points at: `(field, table, id)`; each must be in
+    /// the caller's tenant.
+    fn references(&self) -> Vec<(&'static str, &'static str, Uuid)>;
+
+    /// Sets `updated_at`.
+    fn touch(&mut self, at: DateTime<Utc>);
+}
+
+/// A page of a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub page: u32,
+    pub per_page: u32,
+    /// How many rows match in all pages.
+    pub total: i64,
+}
+
+/// The routes of one resource: `/api/{name}` and `/api/{name}/{id}`.
+pub fn routes<R: ApiResource>() -> Router<AppState> {
+    let name = R::SPEC.name;
+    Router::new()
+        .route(&format!("/api/{name}"), get(list::<R>).post(create::<R>))
+        .route(&format!("/api/{name}/{{id}}"), get(read::<R>).patch(patch::<R>).delete(delete::<R>))
+}
+
+/// Every resource's routes.
+pub fn all_routes() -> Router<AppState> {
+    Router::new()
+        .merge(routes::<strata_db::model::Contact>())
+        .merge(routes::<strata_db::model::Deal>())
+        .merge(routes::<strata_db::model::Task>())
+        .merge(routes::<strata_db::model::Invoice>())
+        .merge(routes::<strata_db::model::Order>())
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, AppError> {
+    serde_json::to_vec(value).map_err(|e| AppError::Internal(e.into()))
+}
+
+async fn list<R: ApiResource>(
+    State(app): State<AppState>,
+    session: Session,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let params = parse_list(&R::SPEC, raw.as_deref())?;
+    let (items, total) = repo::list::<R>(&app.db, session.tenant_id(), &params, Utc::now()).await?;
+    let page = Page { items, page: params.page, per_page: params.per_page, total };
+    Ok(json_with_etag(StatusCode::OK, to_json(&page)?, &headers))
+}
+
+async fn read<R: ApiResource>(
+    State(app): State<AppState>,
+    session: Session,
+    Id(id): Id,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let row = repo::get::<R>(&app.db, session.tenant_id(), id).await?.ok_or(AppError::NotFound)?;
+    Ok(json_with_etag(StatusCode::OK, to_json(&row)?, &headers))
+}
+
+/// Checks that every id the row points at is a row of the caller's tenant:
+/// another tenant's id is as unknown as a missing one (422 on the field).
+async fn check_references<R: ApiResource>(
+    app: &AppState,
+    tenant: Uuid,
+    row: &R,
+    before: Option<&R>,
+) -> Result<(), AppError> {
+    let unchanged = before.map(|b| b.references()).unwrap_or_default();
+    let mut errors = Vec::new();
+    for reference in row.references() {
+        if unchanged.contains(&reference) {
+            continue;
+        }
+        let (field, table, id) = reference;
+        if !repo::exists(&app.db, table, tenant, id).await? {
+            errors.push(FieldError::new(field, format!("no such record in {table}")));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(AppError::Validation(errors))
+    }
+}
+
+/// A write refused by a foreign key means a referenced row vanished between
+/// the check and the write: the client's reference is the problem.
+fn write_error<R: ApiResource>(row: &R) -> impl FnOnce(DbError) -> AppError + '_ {
+    move |e| match e {
+        DbError::ForeignKey(_) => AppError::Validation(
+            row.references()
+                .into_iter()
+                .map(|(field, ..)| FieldError::new(field, "may refer to a record that no longer exists"))
+                .collect(),
+        ),
+        other => other.into(),
+    }
+}
+
+async fn create<R: ApiResource>(
+    State(app): State<AppState>,
+    session: Session,
+    JsonBody(input): JsonBody<R::Input>,
+) -> Result<Response, AppError> {
+    let tenant = session.tenant_id();
+    let now = db_time(Utc::now());
+    let mut row = R::blank(tenant, Uuid::now_v7(), now);
+    let mut errors = Errors::default();
+    row.apply(input, &mut errors);
+    row.rules(None, now, &mut errors);
+    row.validate(&mut errors);
+    errors.into_result()?;
+    check_references(&app, tenant, &row, None).await?;
+    repo::insert(&app.db, tenant, &row).await.map_err(write_error(&row))?;
+    let bytes = to_json(&row)?;
+    let mut response = json_with_etag(StatusCode::CREATED, bytes, &HeaderMap::new());
+    let location = format!("/api/{}/{}", R::SPEC.name, row.id());
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(response)
+}
+
+/// How often a patch without `If-Match` re-reads and re-applies itself when a
+/// concurrent write got in first, before giving up with 409.
+const PATCH_ATTEMPTS: usize = 3;
+
+fn stale_if_match() -> AppError {
+    AppError::Conflict("the object changed since it was read (If-Match does not match its ETag)".to_owned())
+}
+
+async fn patch<R: ApiResource>(
+    State(app): State<AppState>,
+    session: Session,
+    Id(id): Id,
+    headers: HeaderMap,
+    JsonBody(input): JsonBody<R::Input>,
+) -> Result<Response, AppError> {
+    let tenant = session.tenant_id();
+    let if_match = headers.contains_key(header::IF_MATCH);
+    for _ in 0..PATCH_ATTEMPTS {
+        // The primary's copy: the version this write replaces.
+        let current = repo::get_current::<R>(&app.db, tenant, id).await?.ok_or(AppError::NotFound)?;
+        if if_match && !matches(&headers, header::IF_MATCH, &etag(&to_json(&current)?)) {
+            return Err(stale_if_match());
+        }
+        let now = db_time(Utc::now());
+        let mut row = current.clone();
+        let mut errors = Errors::default();
+        row.apply(input.clone(), &mut errors);
+        // updated_at only moves forward, even on a clock step back, so it
+        // (and the ETag) always tells versions apart.
+        row.touch(now.max(current.updated_at() + chrono::Duration::microseconds(1)));
+        row.rules(Some(&current), now, &mut errors);
+        row.validate(&mut errors);
+        errors.into_result()?;
+        check_references(&app, tenant, &row, Some(&current)).await?;
+        if repo::update(&app.db, tenant, &row, current.updated_at()).await.map_err(write_error(&row))? {
+            return Ok(json_with_etag(StatusCode::OK, to_json(&row)?, &HeaderMap::new()));
+        }
+        if if_match {
+            return Err(stale_if_match());
+        }
+    }
+    Err(AppError::Conflict("the object is being changed concurrently; retry".to_owned()))
+}
+
+async fn delete<R: ApiResource>(
+    State(app): State<AppState>,
+    session: Session,
+    Id(id): Id,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let tenant = session.tenant_id();
+    if headers.contains_key(header::IF_MATCH) {
+        let current = repo::get_current::<R>(&app.db, tenant, id).await?.ok_or(AppError::NotFound)?;
+        if !matches(&headers, header::IF_MATCH, &etag(&to_json(&current)?)) {
+            return Err(stale_if_match());
+        }
+    }
+    match repo::delete::<R>(&app.db, tenant, id).await {
+        Ok(true) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Ok(false) => Err(AppError::NotFound),
+        Err(DbError::ForeignKey(_)) => Err(AppError::Conflict(format!(
+            "this {} is still referenced (e.g. by invoices); delete or reassign those first",
+            R::SPEC.name.trim_end_matches('s')
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
