@@ -76,14 +76,16 @@ pub(crate) struct Leader {
 
 impl Leader {
     pub(crate) fn finish(self, outcome: Outcome) {
-        // Publish first, then unregister (in Drop): a caller arriving in between joins and gets
-        // the result at once instead of starting a second fill.
+        // Unregister first, then publish. The other order lets a caller arriving in between join
+        // a finished flight and receive its outcome: harmless for a value (it is in L1 by now
+        // anyway), wrong for an error or a timeout, which that caller should retry with a
+        // fill of its own. (Seen in the fill-timeout test.)
+        self.unregister();
         self.tx.send_replace(Some(outcome));
     }
-}
 
-impl Drop for Leader {
-    fn drop(&mut self) {
+    /// Removes this flight from the map, unless a newer flight of the key already replaced it.
+    fn unregister(&self) {
         let mut map = self.flights.map.lock().unwrap_or_else(|e| e.into_inner());
         if map
             .get(&self.key)
@@ -91,6 +93,12 @@ impl Drop for Leader {
         {
             map.remove(&self.key);
         }
+    }
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        self.unregister();
     }
 }
 

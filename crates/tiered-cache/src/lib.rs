@@ -162,6 +162,11 @@ impl TieredCache {
         let stale = match inner.l1_get(key, &resolved, now) {
             l1::Lookup::Fresh(v) => {
                 inner.stats.hit(Layer::L1, label);
+                // A hit never waits on anything, so a task looping over hits would never yield
+                // and could starve the runtime's timers and I/O (seen in the race test: both
+                // workers spinning until the entries expired). Spending tokio's cooperative
+                // budget, as its own channels and sockets do, yields every so often.
+                tokio::task::coop::consume_budget().await;
                 return Ok(v);
             }
             l1::Lookup::Stale(v) => Some(v),
@@ -193,6 +198,7 @@ impl TieredCache {
         let resolved = inner.resolve(key.namespace(), now).await;
         if let l1::Lookup::Fresh(v) = inner.l1_get(key, &resolved, now) {
             inner.stats.hit(Layer::L1, label);
+            tokio::task::coop::consume_budget().await; // See `get_or_fill`.
             return Some(v);
         }
         inner.stats.miss(Layer::L1, label);

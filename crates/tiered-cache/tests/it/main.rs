@@ -1,0 +1,10 @@
+//! Integration tests of tiered-cache against real redis-servers (one per test, on a free port).
+//! One binary for the whole crate: each file below is a module, not a test target.
+
+mod fills;
+mod invalidation;
+mod l1_only;
+mod outage;
+mod races;
+mod single_flight;
+mod support;
