@@ -4,49 +4,71 @@
 use std::fmt;
 use std::sync::Arc;
 
-/// A set of keys that is invalidated as one (for the server: one tenant's view of one resource,
-/// e.g. `"acme:contacts"`), plus the low-cardinality `label` its metrics are reported under.
+/// A set of keys that is invalidated as one (for the server: one tenant's view of one resource),
+/// plus the low-cardinality `label` its metrics are reported under.
+///
+/// Its keys render as `{prefix}{tag}/{name}:{generation}:{params}`, where `{tag}` is the Redis
+/// Cluster hash tag: every key of a namespace (and its generation counter) lives in one slot,
+/// which the generation-checked store needs. [`Namespace::new`] makes the whole name the tag;
+/// [`Namespace::with_hash_tag`] lets the caller choose it (e.g. the tenant, so that all of a
+/// tenant's namespaces share a slot).
 ///
 /// The label must never contain the tenant: it becomes a metrics label and a policy selector.
-/// Cloning is cheap (the name is reference-counted).
+/// Cloning is cheap (the rendered identity is reference-counted).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Namespace {
-    /// Escaped so that it contains no `{`/`}`: the whole name is then exactly the Redis Cluster
-    /// hash tag, and distinct names can never render to the same key.
-    escaped: Arc<str>,
+    /// `{tag}` or `{tag}/name`, escaped so that the rendering is injective: the tag contains
+    /// no `{`/`}` (so it is exactly the hash tag), and the name no `:` (so it ends at the first
+    /// `:`, where the generation starts).
+    id: Arc<str>,
     label: &'static str,
 }
 
-impl Namespace {
-    /// A namespace named `name` whose metrics and policy use `label` (e.g. `"contacts"`).
-    ///
-    /// Any string is accepted; `{`, `}` and `%` are percent-escaped so the rendering stays
-    /// injective and the Redis hash tag covers the whole name.
-    pub fn new(name: impl AsRef<str>, label: &'static str) -> Self {
-        let name = name.as_ref();
-        let escaped = if name.contains(['{', '}', '%']) {
-            let mut s = String::with_capacity(name.len() + 8);
-            for c in name.chars() {
-                match c {
-                    '%' => s.push_str("%25"),
-                    '{' => s.push_str("%7B"),
-                    '}' => s.push_str("%7D"),
-                    c => s.push(c),
-                }
-            }
-            s
+/// Percent-escapes `%` and each of `special`.
+fn escape(out: &mut String, s: &str, special: &[char]) {
+    for c in s.chars() {
+        if c == '%' || special.contains(&c) {
+            out.push_str(&format!("%{:02X}", c as u32));
         } else {
-            name.to_owned()
-        };
+            out.push(c);
+        }
+    }
+}
+
+impl Namespace {
+    /// A namespace named `name` (e.g. `"acme:contacts"`), which is also its hash tag, whose
+    /// metrics and policy use `label` (e.g. `"contacts"`). Any string is accepted.
+    pub fn new(name: impl AsRef<str>, label: &'static str) -> Self {
+        let mut id = String::with_capacity(name.as_ref().len() + 2);
+        id.push('{');
+        escape(&mut id, name.as_ref(), &['{', '}']);
+        id.push('}');
         Self {
-            escaped: escaped.into(),
+            id: id.into(),
             label,
         }
     }
 
-    /// The (escaped) name, as it appears inside the hash tag of every Redis key.
-    pub fn name(&self) -> &str {
-        &self.escaped
+    /// A namespace named `name` inside hash tag `tag` (e.g. tag `"acme"`, name `"contacts"`):
+    /// all namespaces with the same tag live in one Redis Cluster slot. Any strings are
+    /// accepted.
+    pub fn with_hash_tag(tag: impl AsRef<str>, name: impl AsRef<str>, label: &'static str) -> Self {
+        let (tag, name) = (tag.as_ref(), name.as_ref());
+        let mut id = String::with_capacity(tag.len() + name.len() + 3);
+        id.push('{');
+        escape(&mut id, tag, &['{', '}']);
+        id.push_str("}/");
+        escape(&mut id, name, &['{', '}', ':']);
+        Self {
+            id: id.into(),
+            label,
+        }
+    }
+
+    /// The rendered (escaped) identity, `{tag}` or `{tag}/name`, exactly as it appears in every
+    /// Redis key of the namespace.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// The low-cardinality label used for metrics and per-label policies.
@@ -55,7 +77,7 @@ impl Namespace {
     }
 
     /// A key of this namespace; `params` identifies the entry inside it (e.g. a hash of the
-    /// normalised query parameters).
+    /// normalised query parameters). Any string is accepted.
     pub fn key(&self, params: impl Into<String>) -> Key {
         Key {
             ns: self.clone(),
@@ -66,7 +88,7 @@ impl Namespace {
 
 impl fmt::Debug for Namespace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Namespace({:?}, label={:?})", self.escaped, self.label)
+        write!(f, "Namespace({:?}, label={:?})", self.id, self.label)
     }
 }
 
@@ -96,18 +118,14 @@ impl fmt::Debug for Key {
     }
 }
 
-/// `{prefix}{ns}:{generation}:{params}`: the effective key, used verbatim in L1 and L2.
-/// The braces are the Redis Cluster hash tag, so a namespace's data keys and its generation
-/// key share one slot (the generation-checking store script needs both in one slot).
+/// `{prefix}{tag}[/name]:{generation}:{params}`: the key in L2. The braces are the Redis Cluster
+/// hash tag, so a namespace's data keys and its generation key share one slot (the
+/// generation-checking store script needs both in one slot).
 pub(crate) fn data_key(prefix: &str, key: &Key, generation: u64) -> String {
     use std::fmt::Write;
-    let mut s = String::with_capacity(prefix.len() + key.ns.escaped.len() + key.params.len() + 26);
+    let mut s = String::with_capacity(prefix.len() + key.ns.id.len() + key.params.len() + 26);
     // Writing into a String cannot fail.
-    let _ = write!(
-        s,
-        "{prefix}{{{}}}:{generation}:{}",
-        key.ns.escaped, key.params
-    );
+    let _ = write!(s, "{prefix}{}:{generation}:{}", key.ns.id, key.params);
     s
 }
 
@@ -123,7 +141,7 @@ pub(crate) struct L1Key {
 impl L1Key {
     pub(crate) fn new(key: &Key, generation: u64) -> Self {
         Self {
-            ns: key.ns.escaped.clone(),
+            ns: key.ns.id.clone(),
             generation,
             params: key.params.clone(),
         }
@@ -146,13 +164,13 @@ pub(crate) struct L1KeyRef<'a> {
 impl<'a> L1KeyRef<'a> {
     pub(crate) fn new(key: &'a Key, generation: u64) -> Self {
         Self {
-            ns: &key.ns.escaped,
+            ns: &key.ns.id,
             generation,
             params: &key.params,
         }
     }
 
-    /// From the parts of a key another instance rendered (an escaped namespace name).
+    /// From the parts of a key another instance rendered (a namespace [`id`](Namespace::id)).
     pub(crate) fn from_parts(ns: &'a str, generation: u64, params: &'a str) -> Self {
         Self {
             ns,
@@ -179,11 +197,11 @@ impl quick_cache::Equivalent<L1Key> for L1KeyRef<'_> {
     }
 }
 
-/// `{prefix}{ns}:g`: the namespace's generation counter (a hash with fields `g`, the generation,
-/// and `p`, the highest invalidation position). It cannot collide with a data key, whose
-/// segment after the hash tag is always a number followed by `:`.
+/// `{prefix}{tag}[/name]:g`: the namespace's generation counter (a hash with fields `g`, the
+/// generation, and `p`, the highest invalidation position). It cannot collide with a data key,
+/// whose segment after the namespace is always a number followed by `:`.
 pub(crate) fn generation_key(prefix: &str, ns: &Namespace) -> String {
-    format!("{prefix}{{{}}}:g", ns.escaped)
+    format!("{prefix}{}:g", ns.id)
 }
 
 #[cfg(test)]
@@ -196,13 +214,31 @@ mod tests {
         let k = ns.key("p=1");
         assert_eq!(data_key("tc:", &k, 7), "tc:{acme:contacts}:7:p=1");
         assert_eq!(generation_key("tc:", &ns), "tc:{acme:contacts}:g");
+
+        let ns = Namespace::with_hash_tag("acme", "contacts", "contacts");
+        assert_eq!(
+            data_key("tc:", &ns.key("p=1"), 7),
+            "tc:{acme}/contacts:7:p=1"
+        );
+        assert_eq!(generation_key("tc:", &ns), "tc:{acme}/contacts:g");
     }
 
     #[test]
-    fn braces_are_escaped_injectively() {
+    fn renderings_are_injective() {
         let a = Namespace::new("a{b}", "x");
-        let b = Namespace::new("a%7Bb%7D", "x");
-        assert_eq!(a.name(), "a%7Bb%7D");
-        assert_ne!(a.name(), b.name());
+        assert_eq!(a.id(), "{a%7Bb%7D}");
+        assert_ne!(a.id(), Namespace::new("a%7Bb%7D", "x").id());
+        // A name cannot pose as a generation, nor a tag swallow a name.
+        let tagged = Namespace::with_hash_tag("x", "5", "l");
+        let plain = Namespace::new("x", "l");
+        assert_ne!(
+            data_key("", &tagged.key("p"), 1),
+            data_key("", &plain.key("1:p"), 5)
+        );
+        assert_eq!(Namespace::with_hash_tag("t", "a:1", "l").id(), "{t}/a%3A1");
+        assert_ne!(
+            Namespace::with_hash_tag("a}/b", "c", "l").id(),
+            Namespace::with_hash_tag("a", "b}/c", "l").id()
+        );
     }
 }

@@ -275,26 +275,26 @@ impl TieredCache {
         inner.stats.invalidation(ns.label());
         if let Some(l2) = &inner.l2 {
             let gen_key = key::generation_key(&inner.prefix, ns);
-            let tail = bus::invalidation_tail(inner.instance, ns.label(), ns.name());
+            let tail = bus::invalidation_tail(inner.instance, ns.label(), ns.id());
             // If a local invalidation is pending, this INCR (sent after it) covers it too.
-            let before = inner.gens.current(ns.name());
+            let before = inner.gens.current(ns.id());
             let epoch = inner.gens.epoch();
             if let Some((g, p)) = l2.invalidate(&inner.stats, &gen_key, position, &tail).await {
-                inner.gens.observe(ns.name(), g, p, epoch, before);
+                inner.gens.observe(ns.id(), g, p, epoch, before);
                 return;
             }
             tracing::debug!(
-                namespace = ns.name(),
+                namespace = ns.id(),
                 "redis unavailable, invalidating locally"
             );
         }
-        inner.gens.bump_local(ns.name(), position);
+        inner.gens.bump_local(ns.id(), position);
         if inner.l2.is_some() {
             inner
                 .pending
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(ns.name().into(), ns.clone());
+                .insert(ns.id().into(), ns.clone());
         }
     }
 
@@ -371,7 +371,7 @@ impl Inner {
     /// The generation to use for `ns` now: the mirror's if trusted, else Redis', else whatever
     /// is known locally (then `fresh` is false and only young L1 entries are served).
     async fn resolve(&self, ns: &Namespace, now: Instant) -> Resolved {
-        match self.gens.lookup(ns.name(), now) {
+        match self.gens.lookup(ns.id(), now) {
             Lookup::Trusted(r) => r,
             Lookup::Pending(r) => self.replay(ns, r).await.unwrap_or(r),
             Lookup::Unsure(known) => {
@@ -381,10 +381,10 @@ impl Inner {
                     // answer usable for this request but not trusted for later ones.
                     let epoch = self.gens.epoch();
                     if let Some((g, p)) = l2.read_generation(&self.stats, &gen_key).await {
-                        return self.gens.observe(ns.name(), g, p, epoch, None);
+                        return self.gens.observe(ns.id(), g, p, epoch, None);
                     }
                 }
-                known.unwrap_or_else(|| self.gens.fallback(ns.name()))
+                known.unwrap_or_else(|| self.gens.fallback(ns.id()))
             }
         }
     }
@@ -393,19 +393,19 @@ impl Inner {
     async fn replay(&self, ns: &Namespace, local: Resolved) -> Option<Resolved> {
         let l2 = self.l2.as_ref()?;
         let gen_key = key::generation_key(&self.prefix, ns);
-        let tail = bus::invalidation_tail(self.instance, ns.label(), ns.name());
+        let tail = bus::invalidation_tail(self.instance, ns.label(), ns.id());
         let epoch = self.gens.epoch();
         let (g, p) = l2
             .invalidate(&self.stats, &gen_key, local.position, &tail)
             .await?;
         let r = self
             .gens
-            .observe(ns.name(), g, p, epoch, Some(local.generation));
+            .observe(ns.id(), g, p, epoch, Some(local.generation));
         if r.fresh {
             self.pending
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(ns.name());
+                .remove(ns.id());
         }
         Some(r)
     }
@@ -420,7 +420,7 @@ impl Inner {
             map.values().cloned().collect()
         };
         for ns in pending {
-            match self.gens.lookup(ns.name(), Instant::now()) {
+            match self.gens.lookup(ns.id(), Instant::now()) {
                 Lookup::Pending(local) => {
                     if self.replay(&ns, local).await.is_none() {
                         return; // Redis is still unreachable; try again later.
@@ -431,7 +431,7 @@ impl Inner {
                     self.pending
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .remove(ns.name());
+                        .remove(ns.id());
                 }
             }
         }
@@ -457,7 +457,7 @@ impl Inner {
                 // Same lease rule as a fill: an invalidation since the lookup means the value
                 // may be older than it, so it is returned (the caller started before the
                 // invalidation) but not kept.
-                if self.gens.current(key.namespace().name()) == Some(resolved.generation) {
+                if self.gens.current(key.namespace().id()) == Some(resolved.generation) {
                     self.l1_store(key, resolved.generation, v.clone(), l1_ttl, grace);
                 }
                 Some(v)
@@ -594,7 +594,7 @@ impl Inner {
         // returns: if it did so before this check, we discard; if after, the entry goes in
         // under the old generation, which no lookup after the invalidation uses. Either way no
         // caller that starts after the invalidation sees this value.
-        if self.gens.current(ns.name()) != Some(resolved.generation) {
+        if self.gens.current(ns.id()) != Some(resolved.generation) {
             return FillOutcome::Discarded;
         }
         self.l1_store(&ctx.key, resolved.generation, value.clone(), l1_ttl, grace);
@@ -633,7 +633,7 @@ impl Inner {
         bus::dropped(
             generation,
             self.instance,
-            key.namespace().name(),
+            key.namespace().id(),
             key.params(),
         )
     }

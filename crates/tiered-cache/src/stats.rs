@@ -3,10 +3,11 @@
 //! low-cardinality label.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
+use crossbeam_utils::sync::ShardedLock;
+use crossbeam_utils::CachePadded;
 use metrics::{Counter, Histogram};
 use serde::{Deserialize, Serialize};
 
@@ -132,31 +133,45 @@ pub struct Health {
     pub bus_connected: bool,
 }
 
+/// Counters are striped: each thread adds to its own cache line, so two cores counting hits
+/// do not bounce one line between them (the snapshot sums the stripes).
+const STRIPES: usize = 8;
+
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Relaxed) % STRIPES;
+    }
+    STRIPE.with(|s| *s)
+}
+
 /// One counter: the local value for the snapshot and the facade handle, registered once.
 struct Count {
-    n: AtomicU64,
+    n: [CachePadded<AtomicU64>; STRIPES],
     metric: Counter,
 }
 
 impl Count {
     fn new(metric: Counter) -> Self {
         Self {
-            n: AtomicU64::new(0),
+            n: Default::default(),
             metric,
         }
     }
 
     fn add(&self, v: u64) {
-        self.n.fetch_add(v, Relaxed);
+        self.n[stripe()].fetch_add(v, Relaxed);
         self.metric.increment(v);
     }
 
     fn get(&self) -> u64 {
-        self.n.load(Relaxed)
+        self.n.iter().map(|n| n.load(Relaxed)).sum()
     }
 
     fn reset(&self) {
-        self.n.store(0, Relaxed);
+        for n in &self.n {
+            n.store(0, Relaxed);
+        }
     }
 }
 
@@ -285,9 +300,12 @@ impl FillOutcome {
     }
 }
 
+type Labels = HashMap<Box<str>, LabelCounters, foldhash::fast::RandomState>;
+
 pub(crate) struct Stats {
-    // Labels are few and fixed; the write lock is taken once per label for the process lifetime.
-    labels: RwLock<HashMap<Box<str>, LabelCounters>>,
+    // Labels are few and fixed; the write lock is taken once per label for the process lifetime,
+    // the (sharded) read lock on every event.
+    labels: ShardedLock<Labels>,
     l2_errors: Count,
     l2_timeouts: Count,
     l2_skipped: Count,
@@ -299,7 +317,7 @@ impl Stats {
     pub(crate) fn new(bus_connected: bool) -> Self {
         metrics::gauge!(BUS_CONNECTED).set(if bus_connected { 1.0 } else { 0.0 });
         Self {
-            labels: RwLock::new(HashMap::new()),
+            labels: ShardedLock::new(Labels::default()),
             l2_errors: Count::new(metrics::counter!(L2_ERRORS, "kind" => "error")),
             l2_timeouts: Count::new(metrics::counter!(L2_ERRORS, "kind" => "timeout")),
             l2_skipped: Count::new(metrics::counter!(L2_ERRORS, "kind" => "skipped")),

@@ -11,7 +11,7 @@ async fn two_instances_share_l2_and_see_each_others_invalidations() {
     let redis = RedisServer::start();
     let a = cache(&redis).await;
     let b = cache(&redis).await;
-    let ns = Namespace::new("acme:contacts", "contacts");
+    let ns = Namespace::with_hash_tag("acme", "contacts", "contacts");
     let key = ns.key("page=1");
     let fills = Fills::default();
 
@@ -40,13 +40,21 @@ async fn two_instances_share_l2_and_see_each_others_invalidations() {
     })
     .await;
 
-    // No SCAN/KEYS: an invalidation is one small script, whatever the number of keys.
-    assert!(!redis
-        .command(&["INFO", "commandstats"])
-        .contains("cmdstat_keys"));
-    assert!(!redis
-        .command(&["INFO", "commandstats"])
-        .contains("cmdstat_scan"));
+    // Keys carry the caller's hash tag (one Redis Cluster slot per tenant).
+    let keys = redis.command(&["KEYS", "*"]);
+    assert!(keys.contains("tc:{acme}/contacts:g"), "{keys}");
+    assert!(keys.contains(":page=1"), "{keys}");
+    assert!(
+        keys.lines()
+            .filter(|l| l.starts_with("tc:"))
+            .all(|l| l.starts_with("tc:{acme}/contacts:")),
+        "{keys}"
+    );
+    // No SCAN/KEYS from the cache: an invalidation is one small script, whatever the number
+    // of keys (the KEYS above is the test's own, counted once).
+    let stats = redis.command(&["INFO", "commandstats"]);
+    assert!(stats.contains("cmdstat_keys:calls=1,"), "{stats}");
+    assert!(!stats.contains("cmdstat_scan"), "{stats}");
     assert_eq!(a.health().await.l2, L2Status::Up);
 }
 
@@ -55,7 +63,7 @@ async fn set_and_delete_reach_the_other_instance() {
     let redis = RedisServer::start();
     let a = cache(&redis).await;
     let b = cache(&redis).await;
-    let key = Namespace::new("acme:contacts", "contacts").key("c1");
+    let key = Namespace::with_hash_tag("acme", "contacts", "contacts").key("c1");
     let fills = Fills::default();
 
     a.set(&key, "one").await;
@@ -85,7 +93,7 @@ async fn a_lost_subscription_makes_the_instance_revalidate() {
     let redis = RedisServer::start();
     let a = cache(&redis).await;
     let b = cache(&redis).await;
-    let ns = Namespace::new("acme:contacts", "contacts");
+    let ns = Namespace::with_hash_tag("acme", "contacts", "contacts");
     let key = ns.key("page=1");
     let fills = Fills::default();
     assert_eq!(b.get_or_fill(&key, fills.value("v1")).await.unwrap(), "v1");

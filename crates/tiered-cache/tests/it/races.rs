@@ -19,7 +19,7 @@ const WRITES: u64 = 200;
 /// `source` is the data: each write increments it, then invalidates. A fill reads it, then
 /// dawdles (so invalidations overtake fills), then returns what it read.
 async fn hammer(cache: TieredCache, other: Option<TieredCache>) -> u64 {
-    let ns = Namespace::new("acme:contacts", "contacts");
+    let ns = Namespace::with_hash_tag("acme", "contacts", "contacts");
     let source = Arc::new(AtomicU64::new(0));
     // The newest version whose invalidation has returned.
     let committed = Arc::new(AtomicU64::new(0));
