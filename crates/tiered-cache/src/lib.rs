@@ -613,7 +613,8 @@ impl Inner {
                 stored_at: now,
             },
         );
-        self.stats.l1_size(self.l1.entries(), self.l1.bytes());
+        self.stats
+            .maybe_l1_size(|| (self.l1.entries(), self.l1.bytes()));
     }
 
     /// `(L1 TTL, L2 TTL, fail-safe grace)` for one stored entry, jitter included.

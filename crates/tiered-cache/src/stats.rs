@@ -311,6 +311,9 @@ pub(crate) struct Stats {
     l2_skipped: Count,
     bus_subscribes: AtomicU64,
     bus_connected: AtomicBool,
+    /// Milliseconds since `born` when the L1 size gauges were last set.
+    l1_gauges_at: AtomicU64,
+    born: std::time::Instant,
 }
 
 impl Stats {
@@ -323,6 +326,8 @@ impl Stats {
             l2_skipped: Count::new(metrics::counter!(L2_ERRORS, "kind" => "skipped")),
             bus_subscribes: AtomicU64::new(0),
             bus_connected: AtomicBool::new(bus_connected),
+            l1_gauges_at: AtomicU64::new(0),
+            born: std::time::Instant::now(),
         }
     }
 
@@ -408,6 +413,22 @@ impl Stats {
 
     pub(crate) fn bus_connected(&self) -> bool {
         self.bus_connected.load(Relaxed)
+    }
+
+    /// Sets the L1 gauges at most once a second: measuring L1 locks each of its shards, too
+    /// much to do on every store. (The snapshot always measures.)
+    pub(crate) fn maybe_l1_size(&self, measure: impl FnOnce() -> (u64, u64)) {
+        let now = self.born.elapsed().as_millis() as u64;
+        let last = self.l1_gauges_at.load(Relaxed);
+        if now.saturating_sub(last) >= 1000
+            && self
+                .l1_gauges_at
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            let (entries, bytes) = measure();
+            self.l1_size(entries, bytes);
+        }
     }
 
     pub(crate) fn l1_size(&self, entries: u64, bytes: u64) {
