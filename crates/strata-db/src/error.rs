@@ -30,18 +30,15 @@ impl From<sqlx::Error> for DbError {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 DbError::Unique(db.constraint().unwrap_or("unique").to_owned())
             }
-            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+            // SQLite reports a RESTRICT action as a plain constraint error,
+            // recognisable only by its message.
+            sqlx::Error::Database(db)
+                if db.is_foreign_key_violation()
+                    || db.message().contains("FOREIGN KEY constraint failed") =>
+            {
                 DbError::ForeignKey(db.constraint().unwrap_or("foreign key").to_owned())
             }
-            // PostgreSQL reports a shutting-down or unreachable server as
-            // class 57P (operator intervention) or 08 (connection exception).
-            sqlx::Error::Database(db)
-                if db
-                    .code()
-                    .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) =>
-            {
-                DbError::Unavailable(e)
-            }
+            sqlx::Error::Database(db) if operational(db.as_ref()) => DbError::Unavailable(e),
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::PoolTimedOut
@@ -50,4 +47,28 @@ impl From<sqlx::Error> for DbError {
             _ => DbError::Other(e),
         }
     }
+}
+
+/// Whether a database error is operational trouble — neither the client's
+/// fault nor a bug — so the request should be answered "unavailable, retry".
+fn operational(db: &dyn sqlx::error::DatabaseError) -> bool {
+    let Some(code) = db.code() else { return false };
+    if db
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some()
+    {
+        // The server is shutting down or starting (57), the connection broke
+        // (08), it is out of resources or connections (53), an object is
+        // locked or the database refuses connections (55), or this database
+        // or role is unusable right now (3D000, 28).
+        return ["08", "53", "55", "57", "28"]
+            .iter()
+            .any(|class| code.starts_with(class))
+            || code == "3D000";
+    }
+    // SQLite: the primary result code is the low byte of the extended one.
+    // BUSY (5) and LOCKED (6) are contention; IOERR (10), FULL (13) and
+    // CANTOPEN (14) are the disk.
+    code.parse::<i32>()
+        .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13 | 14))
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 use sea_query::{PostgresQueryBuilder, SqliteQueryBuilder};
 use sea_query_binder::SqlxBinder;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{FromRow, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 
 use crate::DbError;
@@ -49,8 +51,14 @@ impl DbConfig {
 }
 
 /// A row type that decodes from both backends (what `#[derive(FromRow)]` gives).
-pub trait AnyRow: for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin {}
-impl<T> AnyRow for T where T: for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin {}
+pub trait AnyRow:
+    for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin
+{
+}
+impl<T> AnyRow for T where
+    T: for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin
+{
+}
 
 /// Where a statement must run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +70,14 @@ pub(crate) enum Target {
 }
 
 enum Pools {
-    Postgres { primary: PgPool, replicas: Vec<PgPool> },
-    Sqlite { writer: SqlitePool, readers: SqlitePool },
+    Postgres {
+        primary: PgPool,
+        replicas: Vec<PgPool>,
+    },
+    Sqlite {
+        writer: SqlitePool,
+        readers: SqlitePool,
+    },
 }
 
 struct Inner {
@@ -82,7 +96,8 @@ impl Db {
     /// lazily, so a replica that is down does not stop the server starting;
     /// the SQLite file (and its folder) is created when missing.
     pub async fn connect(config: &DbConfig) -> Result<Db, DbError> {
-        let pools = if config.url.starts_with("postgres:") || config.url.starts_with("postgresql:") {
+        let pools = if config.url.starts_with("postgres:") || config.url.starts_with("postgresql:")
+        {
             let pool = |url: &str| -> Result<PgPool, DbError> {
                 let options = PgConnectOptions::from_str(url)
                     .map_err(|e| DbError::Config(format!("{url:?}: {e}")))?;
@@ -92,7 +107,11 @@ impl Db {
                     .connect_lazy_with(options))
             };
             let primary = pool(&config.url)?;
-            let replicas = config.read_urls.iter().map(|u| pool(u)).collect::<Result<_, _>>()?;
+            let replicas = config
+                .read_urls
+                .iter()
+                .map(|u| pool(u))
+                .collect::<Result<_, _>>()?;
             Pools::Postgres { primary, replicas }
         } else if config.url.starts_with("sqlite:") {
             if !config.read_urls.is_empty() {
@@ -133,7 +152,12 @@ impl Db {
                 redact(&config.url)
             )));
         };
-        Ok(Db { inner: Arc::new(Inner { pools, next_replica: AtomicUsize::new(0) }) })
+        Ok(Db {
+            inner: Arc::new(Inner {
+                pools,
+                next_replica: AtomicUsize::new(0),
+            }),
+        })
     }
 
     /// The engine behind this handle.
@@ -147,8 +171,16 @@ impl Db {
     /// Applies the migrations of this backend that are not applied yet.
     pub async fn migrate(&self) -> Result<(), DbError> {
         match &self.inner.pools {
-            Pools::Postgres { primary, .. } => sqlx::migrate!("../../migrations/postgres").run(primary).await?,
-            Pools::Sqlite { writer, .. } => sqlx::migrate!("../../migrations/sqlite").run(writer).await?,
+            Pools::Postgres { primary, .. } => {
+                sqlx::migrate!("../../migrations/postgres")
+                    .run(primary)
+                    .await?
+            }
+            Pools::Sqlite { writer, .. } => {
+                sqlx::migrate!("../../migrations/sqlite")
+                    .run(writer)
+                    .await?
+            }
         }
         Ok(())
     }
@@ -219,11 +251,17 @@ impl Db {
     ) -> Result<Vec<T>, DbError> {
         if let Some(pool) = self.pg(target) {
             let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
-            return Ok(sqlx::query_as_with::<_, T, _>(&sql, values).fetch_all(pool).await?);
+            return Ok(sqlx::query_as_with::<_, T, _>(&sql, values)
+                .fetch_all(pool)
+                .await?);
         }
-        let pool = self.sqlite(target).expect("one backend is always configured");
+        let pool = self
+            .sqlite(target)
+            .expect("one backend is always configured");
         let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
-        Ok(sqlx::query_as_with::<_, T, _>(&sql, values).fetch_all(pool).await?)
+        Ok(sqlx::query_as_with::<_, T, _>(&sql, values)
+            .fetch_all(pool)
+            .await?)
     }
 
     pub(crate) async fn fetch_optional<T: AnyRow>(
@@ -233,22 +271,38 @@ impl Db {
     ) -> Result<Option<T>, DbError> {
         if let Some(pool) = self.pg(target) {
             let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
-            return Ok(sqlx::query_as_with::<_, T, _>(&sql, values).fetch_optional(pool).await?);
+            return Ok(sqlx::query_as_with::<_, T, _>(&sql, values)
+                .fetch_optional(pool)
+                .await?);
         }
-        let pool = self.sqlite(target).expect("one backend is always configured");
+        let pool = self
+            .sqlite(target)
+            .expect("one backend is always configured");
         let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
-        Ok(sqlx::query_as_with::<_, T, _>(&sql, values).fetch_optional(pool).await?)
+        Ok(sqlx::query_as_with::<_, T, _>(&sql, values)
+            .fetch_optional(pool)
+            .await?)
     }
 
     /// Runs a statement whose single row holds one integer (a count, a sum).
-    pub(crate) async fn fetch_i64(&self, target: Target, stmt: &impl SqlxBinder) -> Result<i64, DbError> {
+    pub(crate) async fn fetch_i64(
+        &self,
+        target: Target,
+        stmt: &impl SqlxBinder,
+    ) -> Result<i64, DbError> {
         if let Some(pool) = self.pg(target) {
             let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
-            return Ok(sqlx::query_scalar_with::<_, i64, _>(&sql, values).fetch_one(pool).await?);
+            return Ok(sqlx::query_scalar_with::<_, i64, _>(&sql, values)
+                .fetch_one(pool)
+                .await?);
         }
-        let pool = self.sqlite(target).expect("one backend is always configured");
+        let pool = self
+            .sqlite(target)
+            .expect("one backend is always configured");
         let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
-        Ok(sqlx::query_scalar_with::<_, i64, _>(&sql, values).fetch_one(pool).await?)
+        Ok(sqlx::query_scalar_with::<_, i64, _>(&sql, values)
+            .fetch_one(pool)
+            .await?)
     }
 
     /// Runs one write outside a transaction; returns the rows it affected.
@@ -267,13 +321,48 @@ impl Db {
         })
     }
 
+    /// How many connections writes can use at once: the PostgreSQL primary
+    /// pool's size, or SQLite's single writer. Bulk writers (the seed) run no
+    /// more concurrent transactions than this, or they would only queue for a
+    /// connection, and could time out queueing.
+    pub(crate) fn write_connections(&self) -> u32 {
+        match &self.inner.pools {
+            Pools::Postgres { primary, .. } => primary.options().get_max_connections(),
+            Pools::Sqlite { .. } => 1,
+        }
+    }
+
+    /// Runs SQL without parameters on the primary, outside any transaction:
+    /// maintenance the query builder cannot express (e.g. `ANALYZE` after a
+    /// bulk load). Never for anything built from input.
+    pub(crate) async fn execute_sql(&self, sql: &'static str) -> Result<(), DbError> {
+        match &self.inner.pools {
+            Pools::Postgres { primary, .. } => {
+                sqlx::raw_sql(sql).execute(primary).await?;
+            }
+            Pools::Sqlite { writer, .. } => {
+                sqlx::raw_sql(sql).execute(writer).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// The query plan PostgreSQL chooses for a statement (one line per plan
     /// node); `None` on SQLite. Used to prove list queries use indexes.
-    pub(crate) async fn explain(&self, stmt: &impl SqlxBinder) -> Result<Option<Vec<String>>, DbError> {
-        let Some(pool) = self.pg(Target::Primary) else { return Ok(None) };
+    pub(crate) async fn explain(
+        &self,
+        stmt: &impl SqlxBinder,
+    ) -> Result<Option<Vec<String>>, DbError> {
+        let Some(pool) = self.pg(Target::Primary) else {
+            return Ok(None);
+        };
         let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
         let sql = format!("EXPLAIN {sql}");
-        Ok(Some(sqlx::query_scalar_with::<_, String, _>(&sql, values).fetch_all(pool).await?))
+        Ok(Some(
+            sqlx::query_scalar_with::<_, String, _>(&sql, values)
+                .fetch_all(pool)
+                .await?,
+        ))
     }
 }
 
@@ -288,11 +377,17 @@ impl Tx {
         Ok(match self {
             Tx::Postgres(tx) => {
                 let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
-                sqlx::query_with(&sql, values).execute(&mut **tx).await?.rows_affected()
+                sqlx::query_with(&sql, values)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected()
             }
             Tx::Sqlite(tx) => {
                 let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
-                sqlx::query_with(&sql, values).execute(&mut **tx).await?.rows_affected()
+                sqlx::query_with(&sql, values)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected()
             }
         })
     }

@@ -12,7 +12,9 @@ use strata_db::Db;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::TraceLayer;
 
 use crate::auth::throttle::Throttle;
@@ -44,7 +46,12 @@ impl AppState {
     pub async fn new(config: Config, db: Db) -> anyhow::Result<Self> {
         let dummy_hash = auth::password::hash_blocking(auth::new_token()).await?;
         let throttle = Throttle::new(config.login_window());
-        Ok(AppState(Arc::new(AppInner { config, db, throttle, dummy_hash })))
+        Ok(AppState(Arc::new(AppInner {
+            config,
+            db,
+            throttle,
+            dummy_hash,
+        })))
     }
 }
 
@@ -99,7 +106,9 @@ pub async fn serve(
     let db = state.db.clone();
     spawn_session_purge(db.clone());
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     db.close().await;
     Ok(())
 }

@@ -17,7 +17,11 @@ use crate::config::Config;
 use crate::resources::Errors;
 
 #[derive(Debug, Parser)]
-#[command(name = "strata", version, about = "Strata: a multi-tenant business API that stays fast as it scales")]
+#[command(
+    name = "strata",
+    version,
+    about = "Strata: a multi-tenant business API that stays fast as it scales"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub config: Config,
@@ -124,7 +128,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", tenant.id);
             Ok(())
         }
-        Command::User(UserCommand::Create { tenant, email, password, name, role }) => {
+        Command::User(UserCommand::Create {
+            tenant,
+            email,
+            password,
+            name,
+            role,
+        }) => {
             let email = email.trim().to_lowercase();
             let mut errors = Errors::default();
             errors.email("email", Some(&email));
@@ -135,13 +145,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("--password must be at least 8 characters");
             }
             let role: Role = role.parse().map_err(|e| anyhow::anyhow!("--role {e}"))?;
-            let name = name.unwrap_or_else(|| email.split('@').next().unwrap_or_default().to_owned());
+            let name =
+                name.unwrap_or_else(|| email.split('@').next().unwrap_or_default().to_owned());
             let db = connect_migrated(&config).await?;
             if repo::tenant(&db, tenant).await?.is_none() {
                 bail!("no tenant has the id {tenant}");
             }
             let password_hash = crate::auth::password::hash_blocking(password).await?;
-            let new = repo::NewUser { tenant_id: tenant, email: &email, name: &name, role, password_hash: &password_hash };
+            let new = repo::NewUser {
+                tenant_id: tenant,
+                email: &email,
+                name: &name,
+                role,
+                password_hash: &password_hash,
+            };
             match repo::create_user(&db, new).await {
                 Ok(user) => {
                     println!("{}", user.id);
@@ -158,7 +175,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let db = connect_migrated(&config).await?;
             let started = Instant::now();
             let tenants = seed(&db, args.tenants, args.scale, &args.password, args.seed).await?;
-            let rows: u64 = tenants.iter().map(|t| t.contacts + t.deals + t.tasks + t.invoices + t.orders).sum();
+            let rows: u64 = tenants
+                .iter()
+                .map(|t| t.contacts + t.deals + t.tasks + t.invoices + t.orders)
+                .sum();
             eprintln!(
                 "seeded {} tenants, {rows} rows in {:.1} s; log in as admin@tenant1.example … admin@tenant{}.example with password {:?}",
                 tenants.len(),
@@ -172,7 +192,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn connect(config: &Config) -> anyhow::Result<Db> {
-    Db::connect(&config.db()).await.context("connecting to the database (DATABASE_URL)")
+    Db::connect(&config.db())
+        .await
+        .context("connecting to the database (DATABASE_URL)")
 }
 
 async fn connect_migrated(config: &Config) -> anyhow::Result<Db> {
@@ -187,9 +209,19 @@ async fn seed(
     scale: f64,
     password: &str,
     seed: u64,
-) -> anyhow::Result<Vec<TempSeeded>> {
-    let _ = (db, tenants, scale, password, seed);
-    todo!("TEMP")
+) -> anyhow::Result<Vec<strata_db::seed::SeededTenant>> {
+    let password_hash = crate::auth::password::hash_blocking(password.to_owned()).await?;
+    let options = strata_db::seed::SeedOptions {
+        tenants,
+        scale,
+        password_hash,
+        seed,
+    };
+    let seeded = strata_db::seed::seed(db, &options, |t| {
+        tracing::debug!(tenant = t.index, contacts = t.contacts, "seeded tenant");
+    })
+    .await?;
+    Ok(seeded)
 }
 
 /// The demo tenant's scale: a few hundred rows, enough to page and filter.
@@ -198,14 +230,20 @@ const DEMO_SCALE: f64 = 0.02;
 async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let db = connect(&config).await?;
     if !args.no_migrate {
-        db.migrate().await.context("applying migrations (start with --no-migrate to skip)")?;
+        db.migrate()
+            .await
+            .context("applying migrations (start with --no-migrate to skip)")?;
     }
     if config.is_embedded() && !args.no_demo && !args.no_migrate && !repo::any_tenant(&db).await? {
-        seed(&db, 1, DEMO_SCALE, "strata-demo", 42).await.context("creating the demo tenant")?;
+        seed(&db, 1, DEMO_SCALE, "strata-demo", 42)
+            .await
+            .context("creating the demo tenant")?;
         eprintln!("created a demo tenant with sample data: log in as admin@tenant1.example with password strata-demo");
     }
     if config.redis_url.is_some() {
-        tracing::warn!("REDIS_URL is set but this build does not use Redis yet; caching is in-process only");
+        tracing::warn!(
+            "REDIS_URL is set but this build does not use Redis yet; caching is in-process only"
+        );
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -244,5 +282,3 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutting down: finishing in-flight requests");
 }
-
-pub struct TempSeeded { contacts: u64, deals: u64, tasks: u64, invoices: u64, orders: u64 }

@@ -12,59 +12,83 @@ use clap::Args;
 pub struct Config {
     /// The primary database: `sqlite://path` (created when missing) or
     /// `postgres://user@host/db`. Writes always go here.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://./data/strata.db", global = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
+        default_value = "sqlite://./data/strata.db",
+        global = true
+    )]
     pub database_url: String,
 
     /// Comma-separated read replicas (PostgreSQL). Reads go there; unset
     /// means reads go to the primary.
-    #[arg(long, env = "DATABASE_READ_URL", value_delimiter = ',', global = true)]
+    #[arg(
+        long,
+        env = "DATABASE_READ_URL",
+        value_name = "DATABASE_READ_URL",
+        value_delimiter = ',',
+        global = true
+    )]
     pub database_read_url: Vec<String>,
 
     /// Redis for the shared cache, invalidations and sessions. Accepted and
     /// validated now; the server uses it once the caching layer lands.
-    #[arg(long, env = "REDIS_URL", value_parser = parse_redis_url, global = true)]
+    #[arg(long, env = "REDIS_URL", value_name = "REDIS_URL", value_parser = parse_redis_url, global = true)]
     pub redis_url: Option<String>,
 
     /// Address the API listens on.
-    #[arg(long, env = "STRATA_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "STRATA_LISTEN",
+        value_name = "STRATA_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
     pub listen: SocketAddr,
 
     /// Bearer token for the operator routes; unset hides them (404).
-    #[arg(long, env = "STRATA_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "STRATA_ADMIN_TOKEN",
+        value_name = "STRATA_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
     pub admin_token: Option<String>,
 
     /// Add `Secure` to the session cookie (set it when serving over HTTPS).
-    #[arg(long, env = "STRATA_COOKIE_SECURE", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    #[arg(long, env = "STRATA_COOKIE_SECURE", value_name = "STRATA_COOKIE_SECURE", default_value_t = false, action = clap::ArgAction::Set, global = true)]
     pub cookie_secure: bool,
 
     /// Largest accepted request body, in bytes.
-    #[arg(long, env = "STRATA_BODY_LIMIT", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..), global = true)]
+    #[arg(long, env = "STRATA_BODY_LIMIT", value_name = "STRATA_BODY_LIMIT", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..), global = true)]
     pub body_limit: u32,
 
     /// How long an idle session stays valid, in seconds; each use extends it.
-    #[arg(long, env = "STRATA_SESSION_TTL", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(60..=31_536_000), global = true)]
+    #[arg(long, env = "STRATA_SESSION_TTL", value_name = "STRATA_SESSION_TTL", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(60..=31_536_000), global = true)]
     pub session_ttl_secs: u64,
 
     /// Longest time a request may take before it is answered 503, in seconds.
-    #[arg(long, env = "STRATA_REQUEST_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    #[arg(long, env = "STRATA_REQUEST_TIMEOUT", value_name = "STRATA_REQUEST_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
     pub request_timeout_secs: u64,
 
     /// Largest number of connections in each database pool.
-    #[arg(long, env = "STRATA_DB_MAX_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
+    #[arg(long, env = "STRATA_DB_MAX_CONNECTIONS", value_name = "STRATA_DB_MAX_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
     pub db_max_connections: u32,
 
     /// Take the client address from the last `X-Forwarded-For` entry (set it
     /// only behind a proxy that writes that header), for login throttling.
-    #[arg(long, env = "STRATA_TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    #[arg(long, env = "STRATA_TRUST_FORWARDED_FOR", value_name = "STRATA_TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set, global = true)]
     pub trust_forwarded_for: bool,
 
     /// Failed logins allowed per email, and per client address ten times as
     /// many, within the throttle window before logins answer 429.
-    #[arg(long, env = "STRATA_LOGIN_MAX_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    #[arg(long, env = "STRATA_LOGIN_MAX_FAILURES", value_name = "STRATA_LOGIN_MAX_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub login_max_failures: u32,
 
     /// The login throttle window, in seconds.
-    #[arg(long, env = "STRATA_LOGIN_WINDOW", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
+    #[arg(long, env = "STRATA_LOGIN_WINDOW", value_name = "STRATA_LOGIN_WINDOW", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
     pub login_window_secs: u64,
 }
 
@@ -89,14 +113,22 @@ impl Config {
     /// The storage layer's part of the configuration.
     pub fn db(&self) -> strata_db::DbConfig {
         let mut db = strata_db::DbConfig::new(&self.database_url);
-        db.read_urls = self.database_read_url.iter().filter(|u| !u.trim().is_empty()).cloned().collect();
+        db.read_urls = self
+            .database_read_url
+            .iter()
+            .filter(|u| !u.trim().is_empty())
+            .cloned()
+            .collect();
         db.max_connections = self.db_max_connections;
         db
     }
 }
 
 fn parse_redis_url(raw: &str) -> Result<String, String> {
-    if raw.starts_with("redis://") || raw.starts_with("rediss://") || raw.starts_with("redis+unix://") {
+    if raw.starts_with("redis://")
+        || raw.starts_with("rediss://")
+        || raw.starts_with("redis+unix://")
+    {
         Ok(raw.to_owned())
     } else {
         Err("must start with redis://, rediss:// or redis+unix://".to_owned())

@@ -17,7 +17,11 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/api/dashboard/stats", get(dashboard))
 }
 
-async fn dashboard(State(app): State<AppState>, session: Session, headers: HeaderMap) -> Result<Response, AppError> {
+async fn dashboard(
+    State(app): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
     let figures = stats::dashboard(&app.db, session.tenant_id(), Utc::now()).await?;
     let bytes = serde_json::to_vec(&figures).map_err(|e| AppError::Internal(e.into()))?;
     Ok(json_with_etag(StatusCode::OK, bytes, &headers))

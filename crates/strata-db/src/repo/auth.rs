@@ -22,7 +22,12 @@ pub async fn create_tenant(db: &Db, name: &str, currency: &str) -> Result<Tenant
     let stmt = Query::insert()
         .into_table(Alias::new("tenants"))
         .columns(["id", "name", "currency", "created_at"].map(Alias::new))
-        .values_panic([tenant.id.into(), name.into(), currency.into(), tenant.created_at.into()])
+        .values_panic([
+            tenant.id.into(),
+            name.into(),
+            currency.into(),
+            tenant.created_at.into(),
+        ])
         .to_owned();
     db.execute(&stmt).await?;
     Ok(tenant)
@@ -40,10 +45,17 @@ pub async fn tenant(db: &Db, id: Uuid) -> Result<Option<Tenant>, DbError> {
 
 /// Whether any tenant exists (an empty database gets the demo tenant).
 pub async fn any_tenant(db: &Db) -> Result<bool, DbError> {
-    let stmt = Query::select().expr(Expr::val(1)).from(Alias::new("tenants")).limit(1).to_owned();
+    let stmt = Query::select()
+        .expr(Expr::val(1))
+        .from(Alias::new("tenants"))
+        .limit(1)
+        .to_owned();
     #[derive(FromRow)]
     struct One {}
-    Ok(db.fetch_optional::<One>(Target::Primary, &stmt).await?.is_some())
+    Ok(db
+        .fetch_optional::<One>(Target::Primary, &stmt)
+        .await?
+        .is_some())
 }
 
 /// What a new user needs; the password arrives already hashed.
@@ -55,7 +67,15 @@ pub struct NewUser<'a> {
     pub password_hash: &'a str,
 }
 
-const USER_COLUMNS: [&str; 7] = ["id", "tenant_id", "email", "name", "role", "password_hash", "created_at"];
+const USER_COLUMNS: [&str; 7] = [
+    "id",
+    "tenant_id",
+    "email",
+    "name",
+    "role",
+    "password_hash",
+    "created_at",
+];
 
 /// Creates a user; emails are unique across tenants ([`DbError::Unique`]).
 pub async fn create_user(db: &Db, new: NewUser<'_>) -> Result<User, DbError> {
@@ -118,7 +138,16 @@ pub async fn create_session(
 ) -> Result<(), DbError> {
     let stmt = Query::insert()
         .into_table(Alias::new("sessions"))
-        .columns(["id_hash", "user_id", "tenant_id", "created_at", "expires_at"].map(Alias::new))
+        .columns(
+            [
+                "id_hash",
+                "user_id",
+                "tenant_id",
+                "created_at",
+                "expires_at",
+            ]
+            .map(Alias::new),
+        )
         .values_panic([
             token_hash.to_vec().into(),
             user_id.into(),
@@ -133,8 +162,16 @@ pub async fn create_session(
 
 /// The unexpired session stored under this token hash, read on the primary:
 /// a session created or revoked a moment ago must count at once.
-pub async fn session(db: &Db, token_hash: &[u8], now: DateTime<Utc>) -> Result<Option<SessionRecord>, DbError> {
-    let (s, u, t) = (Alias::new("sessions"), Alias::new("users"), Alias::new("tenants"));
+pub async fn session(
+    db: &Db,
+    token_hash: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Option<SessionRecord>, DbError> {
+    let (s, u, t) = (
+        Alias::new("sessions"),
+        Alias::new("users"),
+        Alias::new("tenants"),
+    );
     let stmt = Query::select()
         .column((s.clone(), Alias::new("user_id")))
         .column((s.clone(), Alias::new("tenant_id")))
@@ -142,11 +179,20 @@ pub async fn session(db: &Db, token_hash: &[u8], now: DateTime<Utc>) -> Result<O
         .column((u.clone(), Alias::new("email")))
         .column((u.clone(), Alias::new("name")))
         .column((u.clone(), Alias::new("role")))
-        .expr_as(Expr::col((t.clone(), Alias::new("name"))), Alias::new("tenant_name"))
+        .expr_as(
+            Expr::col((t.clone(), Alias::new("name"))),
+            Alias::new("tenant_name"),
+        )
         .column((t.clone(), Alias::new("currency")))
         .from(s.clone())
-        .inner_join(u.clone(), Expr::col((u.clone(), Alias::new("id"))).equals((s.clone(), Alias::new("user_id"))))
-        .inner_join(t.clone(), Expr::col((t, Alias::new("id"))).equals((s.clone(), Alias::new("tenant_id"))))
+        .inner_join(
+            u.clone(),
+            Expr::col((u.clone(), Alias::new("id"))).equals((s.clone(), Alias::new("user_id"))),
+        )
+        .inner_join(
+            t.clone(),
+            Expr::col((t, Alias::new("id"))).equals((s.clone(), Alias::new("tenant_id"))),
+        )
         .and_where(Expr::col((s.clone(), Alias::new("id_hash"))).eq(token_hash.to_vec()))
         .and_where(Expr::col((s, Alias::new("expires_at"))).gt(now))
         .to_owned();
@@ -154,7 +200,11 @@ pub async fn session(db: &Db, token_hash: &[u8], now: DateTime<Utc>) -> Result<O
 }
 
 /// Moves a session's expiry (sliding sessions).
-pub async fn extend_session(db: &Db, token_hash: &[u8], expires_at: DateTime<Utc>) -> Result<(), DbError> {
+pub async fn extend_session(
+    db: &Db,
+    token_hash: &[u8],
+    expires_at: DateTime<Utc>,
+) -> Result<(), DbError> {
     let stmt = Query::update()
         .table(Alias::new("sessions"))
         .value(Alias::new("expires_at"), db_time(expires_at))

@@ -11,7 +11,8 @@ pub mod stats;
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use sea_query::{
-    Alias, Asterisk, Cond, Expr, Func, LikeExpr, NullOrdering, Order, Query, SelectStatement, SimpleExpr, Value,
+    Alias, Asterisk, Cond, Expr, Func, LikeExpr, NullOrdering, Order, Query, SelectStatement,
+    SimpleExpr, Value,
 };
 use serde::Serialize;
 use uuid::Uuid;
@@ -123,8 +124,19 @@ impl Spec {
 
     /// The default list order: newest first.
     pub fn default_params(&'static self) -> ListParams {
-        let sort = self.sorts.iter().find(|s| s.field == "created_at").unwrap_or(&self.sorts[0]);
-        ListParams { page: 1, per_page: 20, q: None, sort, descending: true, filters: Vec::new() }
+        let sort = self
+            .sorts
+            .iter()
+            .find(|s| s.field == "created_at")
+            .unwrap_or(&self.sorts[0]);
+        ListParams {
+            page: 1,
+            per_page: 20,
+            q: None,
+            sort,
+            descending: true,
+            filters: Vec::new(),
+        }
     }
 
     /// The filter an API parameter name refers to, if the resource has it.
@@ -157,7 +169,9 @@ impl FilterSpec {
                 Ok(Filter::TextCi(column, raw.to_owned()))
             }
             FilterKind::TextCi(_) => Err("must be 1 to 200 characters".to_owned()),
-            FilterKind::Tag if !raw.is_empty() && raw.chars().count() <= 40 => Ok(Filter::Tag(raw.to_owned())),
+            FilterKind::Tag if !raw.is_empty() && raw.chars().count() <= 40 => {
+                Ok(Filter::Tag(raw.to_owned()))
+            }
             FilterKind::Tag => Err("must be 1 to 40 characters".to_owned()),
             FilterKind::Open => boolean(raw).map(Filter::Open),
             FilterKind::Overdue => boolean(raw).map(Filter::Overdue),
@@ -199,7 +213,9 @@ impl Filter {
     fn condition(&self, tenant: Uuid, now: DateTime<Utc>) -> SimpleExpr {
         match self {
             Filter::Eq(column, value) => col(column).eq(value.clone()),
-            Filter::TextCi(column, text) => Expr::expr(Func::lower(col(column))).eq(text.to_lowercase()),
+            Filter::TextCi(column, text) => {
+                Expr::expr(Func::lower(col(column))).eq(text.to_lowercase())
+            }
             Filter::Tag(tag) => col("id").in_subquery(
                 Query::select()
                     .column(Alias::new("contact_id"))
@@ -221,7 +237,10 @@ impl Filter {
                 if *overdue {
                     is_overdue
                 } else {
-                    col("status").eq("done").or(col("due_at").is_null()).or(col("due_at").gte(now))
+                    col("status")
+                        .eq("done")
+                        .or(col("due_at").is_null())
+                        .or(col("due_at").gte(now))
                 }
             }
             Filter::Before(column, t) => col(column).lt(*t),
@@ -232,7 +251,9 @@ impl Filter {
 /// The rows a list matches, before ordering and paging.
 fn matching(spec: &Spec, tenant: Uuid, params: &ListParams, now: DateTime<Utc>) -> SelectStatement {
     let mut query = Query::select();
-    query.from(Alias::new(spec.name)).and_where(col("tenant_id").eq(tenant));
+    query
+        .from(Alias::new(spec.name))
+        .and_where(col("tenant_id").eq(tenant));
     for filter in &params.filters {
         query.and_where(filter.condition(tenant, now));
     }
@@ -284,7 +305,10 @@ pub async fn list<R: Resource>(
     now: DateTime<Utc>,
 ) -> Result<(Vec<R>, i64), DbError> {
     let (page, count) = list_statements(&R::SPEC, tenant, params, now);
-    let (items, total) = tokio::try_join!(db.fetch_all(Target::Read, &page), db.fetch_i64(Target::Read, &count))?;
+    let (items, total) = tokio::try_join!(
+        db.fetch_all(Target::Read, &page),
+        db.fetch_i64(Target::Read, &count)
+    )?;
     Ok((items, total))
 }
 
@@ -316,13 +340,19 @@ fn by_id(spec: &Spec, tenant: Uuid, id: Uuid) -> SelectStatement {
 
 /// One row of the tenant, from a read pool.
 pub async fn get<R: Resource>(db: &Db, tenant: Uuid, id: Uuid) -> Result<Option<R>, DbError> {
-    db.fetch_optional(Target::Read, &by_id(&R::SPEC, tenant, id)).await
+    db.fetch_optional(Target::Read, &by_id(&R::SPEC, tenant, id))
+        .await
 }
 
 /// One row of the tenant, from the primary: the current version, as a write
 /// about to change it must see.
-pub async fn get_current<R: Resource>(db: &Db, tenant: Uuid, id: Uuid) -> Result<Option<R>, DbError> {
-    db.fetch_optional(Target::Primary, &by_id(&R::SPEC, tenant, id)).await
+pub async fn get_current<R: Resource>(
+    db: &Db,
+    tenant: Uuid,
+    id: Uuid,
+) -> Result<Option<R>, DbError> {
+    db.fetch_optional(Target::Primary, &by_id(&R::SPEC, tenant, id))
+        .await
 }
 
 /// Whether the tenant has a row with this id in the table (checked on the
@@ -337,8 +367,14 @@ pub async fn exists(db: &Db, table: &str, tenant: Uuid, id: Uuid) -> Result<bool
     Ok(db.fetch_i64(Target::Primary, &stmt).await? > 0)
 }
 
-async fn write_tags<R: Resource>(tx: &mut crate::pool::Tx, tenant: Uuid, row: &R) -> Result<(), DbError> {
-    let Some(tags) = row.tags() else { return Ok(()) };
+async fn write_tags<R: Resource>(
+    tx: &mut crate::pool::Tx,
+    tenant: Uuid,
+    row: &R,
+) -> Result<(), DbError> {
+    let Some(tags) = row.tags() else {
+        return Ok(());
+    };
     let clear = Query::delete()
         .from_table(Alias::new("contact_tags"))
         .and_where(col("contact_id").eq(row.id()))
@@ -348,9 +384,11 @@ async fn write_tags<R: Resource>(tx: &mut crate::pool::Tx, tenant: Uuid, row: &R
         return Ok(());
     }
     let mut insert = Query::insert();
-    insert
-        .into_table(Alias::new("contact_tags"))
-        .columns([Alias::new("tenant_id"), Alias::new("contact_id"), Alias::new("tag")]);
+    insert.into_table(Alias::new("contact_tags")).columns([
+        Alias::new("tenant_id"),
+        Alias::new("contact_id"),
+        Alias::new("tag"),
+    ]);
     let mut seen = std::collections::HashSet::new();
     for tag in tags.iter().filter(|t| seen.insert(t.as_str())) {
         insert

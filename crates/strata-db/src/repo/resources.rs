@@ -7,10 +7,17 @@ use sea_query::Value;
 use uuid::Uuid;
 
 use super::{FilterKind, FilterSpec, Resource, SortField, Spec};
-use crate::model::{Contact, Deal, DealStage, Invoice, InvoiceStatus, Line, Order, OrderStatus, Task, TaskPriority, TaskStatus};
+use crate::model::{
+    Contact, Deal, DealStage, Invoice, InvoiceStatus, Line, Order, OrderStatus, Task, TaskPriority,
+    TaskStatus,
+};
 
 const fn sort(field: &'static str, column: &'static str, nullable: bool) -> SortField {
-    SortField { field, column, nullable }
+    SortField {
+        field,
+        column,
+        nullable,
+    }
 }
 
 const fn filter(name: &'static str, kind: FilterKind) -> FilterSpec {
@@ -29,12 +36,28 @@ impl Resource for Contact {
     const SPEC: Spec = Spec {
         name: "contacts",
         columns: &[
-            "id", "tenant_id", "first_name", "last_name", "email", "phone", "company", "tags", "created_at",
+            "id",
+            "tenant_id",
+            "first_name",
+            "last_name",
+            "email",
+            "phone",
+            "company",
+            "tags",
+            "created_at",
             "updated_at",
         ],
-        sorts: &[CREATED, UPDATED, sort("first_name", "first_name", false), sort("last_name", "last_name", true)],
+        sorts: &[
+            CREATED,
+            UPDATED,
+            sort("first_name", "first_name", false),
+            sort("last_name", "last_name", true),
+        ],
         search: &["first_name", "last_name", "email", "company"],
-        filters: &[filter("company", FilterKind::TextCi("company")), filter("tag", FilterKind::Tag)],
+        filters: &[
+            filter("company", FilterKind::TextCi("company")),
+            filter("tag", FilterKind::Tag),
+        ],
     };
     fn id(&self) -> Uuid {
         self.id
@@ -65,8 +88,16 @@ impl Resource for Deal {
     const SPEC: Spec = Spec {
         name: "deals",
         columns: &[
-            "id", "tenant_id", "title", "contact_id", "stage", "amount_cents", "expected_close_on", "closed_at",
-            "created_at", "updated_at",
+            "id",
+            "tenant_id",
+            "title",
+            "contact_id",
+            "stage",
+            "amount_cents",
+            "expected_close_on",
+            "closed_at",
+            "created_at",
+            "updated_at",
         ],
         sorts: &[
             CREATED,
@@ -107,10 +138,25 @@ impl Resource for Task {
     const SPEC: Spec = Spec {
         name: "tasks",
         columns: &[
-            "id", "tenant_id", "title", "description", "status", "priority", "due_at", "contact_id", "deal_id",
-            "completed_at", "created_at", "updated_at",
+            "id",
+            "tenant_id",
+            "title",
+            "description",
+            "status",
+            "priority",
+            "due_at",
+            "contact_id",
+            "deal_id",
+            "completed_at",
+            "created_at",
+            "updated_at",
         ],
-        sorts: &[CREATED, UPDATED, sort("due_at", "due_at", true), sort("priority", "priority_rank", false)],
+        sorts: &[
+            CREATED,
+            UPDATED,
+            sort("due_at", "due_at", true),
+            sort("priority", "priority_rank", false),
+        ],
         search: &["title"],
         filters: &[
             filter("status", FilterKind::OneOf("status", TaskStatus::ALL)),
@@ -149,8 +195,18 @@ impl Resource for Invoice {
     const SPEC: Spec = Spec {
         name: "invoices",
         columns: &[
-            "id", "tenant_id", "number", "contact_id", "status", "lines", "total_cents", "issued_on", "due_on",
-            "paid_at", "created_at", "updated_at",
+            "id",
+            "tenant_id",
+            "number",
+            "contact_id",
+            "status",
+            "lines",
+            "total_cents",
+            "issued_on",
+            "due_on",
+            "paid_at",
+            "created_at",
+            "updated_at",
         ],
         sorts: &[
             CREATED,
@@ -193,7 +249,15 @@ impl Resource for Order {
     const SPEC: Spec = Spec {
         name: "orders",
         columns: &[
-            "id", "tenant_id", "number", "contact_id", "status", "lines", "total_cents", "placed_at", "created_at",
+            "id",
+            "tenant_id",
+            "number",
+            "contact_id",
+            "status",
+            "lines",
+            "total_cents",
+            "placed_at",
+            "created_at",
             "updated_at",
         ],
         sorts: &[

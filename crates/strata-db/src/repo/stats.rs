@@ -20,7 +20,12 @@ struct CountSum {
 /// `SELECT COUNT(*) AS n, CAST(COALESCE(SUM(column), 0) AS BIGINT) AS cents`
 /// over the tenant's rows that meet the condition. PostgreSQL's SUM of BIGINT
 /// is NUMERIC, hence the cast, which SQLite accepts too.
-fn count_sum(table: &str, sum_of: Option<&str>, tenant: Uuid, condition: Option<SimpleExpr>) -> SelectStatement {
+fn count_sum(
+    table: &str,
+    sum_of: Option<&str>,
+    tenant: Uuid,
+    condition: Option<SimpleExpr>,
+) -> SelectStatement {
     let cents: SimpleExpr = match sum_of {
         Some(column) => Func::cast_as(
             Func::coalesce([Func::sum(col(column)).into(), Expr::val(0i64).into()]),
@@ -41,7 +46,11 @@ fn count_sum(table: &str, sum_of: Option<&str>, tenant: Uuid, condition: Option<
 }
 
 /// Computes the dashboard of one tenant as of `now` (UTC months).
-pub async fn dashboard(db: &Db, tenant: Uuid, now: DateTime<Utc>) -> Result<DashboardStats, DbError> {
+pub async fn dashboard(
+    db: &Db,
+    tenant: Uuid,
+    now: DateTime<Utc>,
+) -> Result<DashboardStats, DbError> {
     let today = now.date_naive();
     let month_start = NaiveDate::from_ymd_opt(today.year(), today.month(), 1)
         .unwrap_or(today)
@@ -51,15 +60,29 @@ pub async fn dashboard(db: &Db, tenant: Uuid, now: DateTime<Utc>) -> Result<Dash
     let closed = ["won", "lost"];
 
     let contacts = count_sum("contacts", None, tenant, None);
-    let open_deals = count_sum("deals", Some("amount_cents"), tenant, Some(col("stage").is_not_in(closed)));
+    let open_deals = count_sum(
+        "deals",
+        Some("amount_cents"),
+        tenant,
+        Some(col("stage").is_not_in(closed)),
+    );
     let won = count_sum(
         "deals",
         Some("amount_cents"),
         tenant,
-        Some(col("stage").eq("won").and(col("closed_at").gte(month_start))),
+        Some(
+            col("stage")
+                .eq("won")
+                .and(col("closed_at").gte(month_start)),
+        ),
     );
     let pending = count_sum("tasks", None, tenant, Some(col("status").eq("pending")));
-    let overdue_tasks = count_sum("tasks", None, tenant, Some(col("status").ne("done").and(col("due_at").lt(now))));
+    let overdue_tasks = count_sum(
+        "tasks",
+        None,
+        tenant,
+        Some(col("status").ne("done").and(col("due_at").lt(now))),
+    );
     let outstanding = count_sum(
         "invoices",
         Some("total_cents"),
@@ -70,22 +93,45 @@ pub async fn dashboard(db: &Db, tenant: Uuid, now: DateTime<Utc>) -> Result<Dash
         "invoices",
         None,
         tenant,
-        Some(col("status").eq("overdue").or(col("status").eq("sent").and(col("due_on").lt(today)))),
+        Some(
+            col("status")
+                .eq("overdue")
+                .or(col("status").eq("sent").and(col("due_on").lt(today))),
+        ),
     );
     let orders = count_sum(
         "orders",
         Some("total_cents"),
         tenant,
-        Some(col("placed_at").gte(month_start).and(col("status").ne("cancelled"))),
+        Some(
+            col("placed_at")
+                .gte(month_start)
+                .and(col("status").ne("cancelled")),
+        ),
     );
-    let placed = count_sum("orders", None, tenant, Some(col("placed_at").gte(month_start)));
+    let placed = count_sum(
+        "orders",
+        None,
+        tenant,
+        Some(col("placed_at").gte(month_start)),
+    );
 
     let one = |stmt: SelectStatement| async move {
         db.fetch_optional::<CountSum>(Target::Read, &stmt)
             .await
             .map(|r| r.unwrap_or(CountSum { n: 0, cents: 0 }))
     };
-    let (contacts, open_deals, won, pending, overdue_tasks, outstanding, overdue_invoices, orders, placed) = tokio::try_join!(
+    let (
+        contacts,
+        open_deals,
+        won,
+        pending,
+        overdue_tasks,
+        outstanding,
+        overdue_invoices,
+        orders,
+        placed,
+    ) = tokio::try_join!(
         one(contacts),
         one(open_deals),
         one(won),
@@ -104,12 +150,18 @@ pub async fn dashboard(db: &Db, tenant: Uuid, now: DateTime<Utc>) -> Result<Dash
             won_this_month: won.n,
             won_cents_this_month: won.cents,
         },
-        tasks: TaskStats { pending: pending.n, overdue: overdue_tasks.n },
+        tasks: TaskStats {
+            pending: pending.n,
+            overdue: overdue_tasks.n,
+        },
         invoices: InvoiceStats {
             outstanding: outstanding.n,
             outstanding_cents: outstanding.cents,
             overdue: overdue_invoices.n,
         },
-        orders: OrderStats { this_month: placed.n, revenue_cents_this_month: orders.cents },
+        orders: OrderStats {
+            this_month: placed.n,
+            revenue_cents_this_month: orders.cents,
+        },
     })
 }

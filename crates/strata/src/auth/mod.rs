@@ -75,13 +75,19 @@ pub fn token_hash(token: &str) -> [u8; 32] {
 /// Whether a string can be a token this server issued (43 base64url
 /// characters); anything else is refused before touching the database.
 fn plausible_token(token: &str) -> bool {
-    token.len() == 43 && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    token.len() == 43
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The token a request carries: `Authorization: Bearer …` first, then the
 /// session cookie.
 pub fn request_token(headers: &HeaderMap) -> Option<&str> {
-    if let Some(auth) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(auth) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let (scheme, token) = auth.split_once(' ')?;
         return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
     }
@@ -101,15 +107,20 @@ impl FromRequestParts<AppState> for Session {
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, AppError> {
         let token = request_token(&parts.headers)
             .filter(|t| plausible_token(t))
-            .ok_or(AppError::Unauthenticated("authentication required: log in first"))?;
+            .ok_or(AppError::Unauthenticated(
+                "authentication required: log in first",
+            ))?;
         let hash = token_hash(token);
         let now = Utc::now();
         let record = repo::session(&app.db, &hash, now)
             .await?
-            .ok_or(AppError::Unauthenticated("the session is expired or revoked: log in again"))?;
+            .ok_or(AppError::Unauthenticated(
+                "the session is expired or revoked: log in again",
+            ))?;
         // Sliding expiry, written at most once a minute per session rather
         // than on every request.
-        let ttl = chrono::Duration::from_std(app.config.session_ttl()).unwrap_or(chrono::Duration::days(1));
+        let ttl = chrono::Duration::from_std(app.config.session_ttl())
+            .unwrap_or(chrono::Duration::days(1));
         if record.expires_at - now < ttl - chrono::Duration::minutes(1) {
             if let Err(e) = repo::extend_session(&app.db, &hash, now + ttl).await {
                 tracing::warn!(error = %e, "could not extend a session; it keeps its current expiry");
@@ -117,8 +128,17 @@ impl FromRequestParts<AppState> for Session {
         }
         Ok(Session {
             token_hash: hash,
-            user: UserView { id: record.user_id, email: record.email, name: record.name, role: record.role },
-            tenant: TenantView { id: record.tenant_id, name: record.tenant_name, currency: record.currency },
+            user: UserView {
+                id: record.user_id,
+                email: record.email,
+                name: record.name,
+                role: record.role,
+            },
+            tenant: TenantView {
+                id: record.tenant_id,
+                name: record.tenant_name,
+                currency: record.currency,
+            },
         })
     }
 }

@@ -18,7 +18,11 @@ pub fn hash(password: &str) -> anyhow::Result<String> {
 /// Whether the password matches the stored hash. A malformed hash never
 /// matches.
 pub fn verify(password: &str, stored: &str) -> bool {
-    PasswordHash::new(stored).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    PasswordHash::new(stored).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
 }
 
 /// [`hash`] off the async runtime.
@@ -28,5 +32,7 @@ pub async fn hash_blocking(password: String) -> anyhow::Result<String> {
 
 /// [`verify`] off the async runtime.
 pub async fn verify_blocking(password: String, stored: String) -> bool {
-    tokio::task::spawn_blocking(move || verify(&password, &stored)).await.unwrap_or(false)
+    tokio::task::spawn_blocking(move || verify(&password, &stored))
+        .await
+        .unwrap_or(false)
 }

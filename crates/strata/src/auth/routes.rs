@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use strata_db::repo::auth as repo;
 use utoipa::ToSchema;
 
-use super::{new_token, password, request_token, token_hash, Session, TenantView, UserView, COOKIE};
+use super::{
+    new_token, password, request_token, token_hash, Session, TenantView, UserView, COOKIE,
+};
 use crate::app::AppState;
 use crate::http::body::InputFields;
 use crate::http::{AppError, FieldError, JsonBody};
@@ -55,13 +57,15 @@ pub struct MeResponse {
 /// the server is configured to trust its proxy.
 fn client_ip(app: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
     if app.config.trust_forwarded_for {
+        // Only the hop our proxy appended (the last) is trustworthy; earlier
+        // entries are whatever the client sent.
         let forwarded = headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
-            .last();
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|hop| hop.trim().parse::<IpAddr>().ok());
         if let Some(ip) = forwarded {
             return ip;
         }
@@ -70,10 +74,16 @@ fn client_ip(app: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
 }
 
 fn session_cookie(app: &AppState, token: &str, max_age: u64) -> HeaderValue {
-    let secure = if app.config.cookie_secure { "; Secure" } else { "" };
-    let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age}{secure}");
+    let secure = if app.config.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie =
+        format!("{COOKIE}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age}{secure}");
     // A token is base64url, so the header value is always valid.
-    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static("strata_session=; Max-Age=0"))
+    HeaderValue::from_str(&cookie)
+        .unwrap_or_else(|_| HeaderValue::from_static("strata_session=; Max-Age=0"))
 }
 
 async fn login(
@@ -98,7 +108,10 @@ async fn login(
     let limit = app.config.login_max_failures;
     let email_key = format!("email:{email}");
     let ip_key = format!("ip:{}", client_ip(&app, peer, &headers));
-    let blocked = app.throttle.blocked(&email_key, limit).or(app.throttle.blocked(&ip_key, limit.saturating_mul(10)));
+    let blocked = app
+        .throttle
+        .blocked(&email_key, limit)
+        .or(app.throttle.blocked(&ip_key, limit.saturating_mul(10)));
     if let Some(retry_after) = blocked {
         return Err(AppError::RateLimited { retry_after });
     }
@@ -106,7 +119,9 @@ async fn login(
     let user = repo::user_by_email(&app.db, &email).await?;
     // Verify against a dummy hash for unknown emails so both failures take
     // the same time and answer the same 401.
-    let stored = user.as_ref().map_or_else(|| app.dummy_hash.clone(), |u| u.password_hash.clone());
+    let stored = user
+        .as_ref()
+        .map_or_else(|| app.dummy_hash.clone(), |u| u.password_hash.clone());
     let ok = password::verify_blocking(pass, stored).await && user.is_some();
     let Some(user) = user.filter(|_| ok) else {
         app.throttle.failed(&email_key);
@@ -126,29 +141,46 @@ async fn login(
     }
     let token = new_token();
     let ttl = app.config.session_ttl();
-    let expires_at = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1));
+    let expires_at =
+        Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1));
     repo::create_session(&app.db, &token_hash(&token), user.id, tenant.id, expires_at).await?;
     tracing::info!(user = %user.id, tenant = %tenant.id, "login");
 
     let cookie = session_cookie(&app, &token, ttl.as_secs());
     let body = LoginResponse {
         token,
-        user: UserView { id: user.id, email: user.email, name: user.name, role: user.role },
-        tenant: TenantView { id: tenant.id, name: tenant.name, currency: tenant.currency },
+        user: UserView {
+            id: user.id,
+            email: user.email,
+            name: user.name,
+            role: user.role,
+        },
+        tenant: TenantView {
+            id: tenant.id,
+            name: tenant.name,
+            currency: tenant.currency,
+        },
     };
     let mut response = Json(body).into_response();
     response.headers_mut().insert(header::SET_COOKIE, cookie);
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
 
 async fn logout(State(app): State<AppState>, session: Session) -> Result<Response, AppError> {
     repo::delete_session(&app.db, &session.token_hash).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(header::SET_COOKIE, session_cookie(&app, "", 0));
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(&app, "", 0));
     Ok(response)
 }
 
 async fn me(session: Session) -> Json<MeResponse> {
-    Json(MeResponse { user: session.user, tenant: session.tenant })
+    Json(MeResponse {
+        user: session.user,
+        tenant: session.tenant,
+    })
 }

@@ -25,7 +25,10 @@ impl Throttle {
         Throttle {
             // Bounded so a flood of distinct keys cannot grow memory; under
             // such a flood the oldest counters are dropped first.
-            windows: Cache::builder().max_capacity(200_000).time_to_live(window).build(),
+            windows: Cache::builder()
+                .max_capacity(200_000)
+                .time_to_live(window)
+                .build(),
             window,
         }
     }
@@ -42,9 +45,12 @@ impl Throttle {
 
     /// Counts one failure for `key`.
     pub fn failed(&self, key: &str) {
-        let window = self
-            .windows
-            .get_with(key.to_owned(), || Arc::new(Window { failures: AtomicU32::new(0), started: Instant::now() }));
+        let window = self.windows.get_with(key.to_owned(), || {
+            Arc::new(Window {
+                failures: AtomicU32::new(0),
+                started: Instant::now(),
+            })
+        });
         window.failures.fetch_add(1, Ordering::Relaxed);
     }
 

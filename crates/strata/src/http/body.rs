@@ -26,8 +26,14 @@ pub trait InputFields {
 pub struct JsonBody<T>(pub T);
 
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 impl<T> FromRequest<AppState> for JsonBody<T>
@@ -37,7 +43,10 @@ where
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, AppError> {
-        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
         if !content_type.is_some_and(is_json) {
             return Err(AppError::UnsupportedMediaType);
         }
@@ -50,16 +59,18 @@ where
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(AppError::PayloadTooLarge { limit });
         }
-        let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-            while let Some(err) = source {
-                if err.is::<http_body_util::LengthLimitError>() {
-                    return AppError::PayloadTooLarge { limit };
+        let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|e| {
+                let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+                while let Some(err) = source {
+                    if err.is::<http_body_util::LengthLimitError>() {
+                        return AppError::PayloadTooLarge { limit };
+                    }
+                    source = err.source();
                 }
-                source = err.source();
-            }
-            AppError::bad_request("the request body could not be read")
-        })?;
+                AppError::bad_request("the request body could not be read")
+            })?;
         parse(&bytes).map(JsonBody)
     }
 }
@@ -77,7 +88,13 @@ pub fn parse<T: DeserializeOwned + InputFields>(bytes: &[u8]) -> Result<T, AppEr
         if T::READ_ONLY.contains(&key.as_str()) {
             errors.push(FieldError::new(key, "is read-only: the server sets it"));
         } else if !T::FIELDS.contains(&key.as_str()) {
-            errors.push(FieldError::new(key, format!("is not a known field; known fields: {}", T::FIELDS.join(", "))));
+            errors.push(FieldError::new(
+                key,
+                format!(
+                    "is not a known field; known fields: {}",
+                    T::FIELDS.join(", ")
+                ),
+            ));
         }
     }
     if !errors.is_empty() {

@@ -16,7 +16,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { field: field.into(), message: message.into() }
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -24,7 +27,10 @@ impl FieldError {
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("{message}")]
-    BadRequest { message: String, details: Vec<FieldError> },
+    BadRequest {
+        message: String,
+        details: Vec<FieldError>,
+    },
     #[error("{0}")]
     Unauthenticated(&'static str),
     #[error("{0}")]
@@ -51,7 +57,10 @@ pub enum AppError {
 
 impl AppError {
     pub fn bad_request(message: impl Into<String>) -> Self {
-        AppError::BadRequest { message: message.into(), details: Vec::new() }
+        AppError::BadRequest {
+            message: message.into(),
+            details: Vec::new(),
+        }
     }
 
     /// A 400 about one query parameter, named in `details`.
@@ -76,8 +85,12 @@ impl AppError {
             AppError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             AppError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             AppError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            AppError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            AppError::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            AppError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            AppError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             AppError::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             AppError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             AppError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -100,7 +113,10 @@ impl From<DbError> for AppError {
             }
             DbError::Unavailable(source) => {
                 tracing::warn!(error = %source, "database unavailable");
-                AppError::Unavailable { message: "the database is unavailable; retry shortly".to_owned(), retry_after: 1 }
+                AppError::Unavailable {
+                    message: "the database is unavailable; retry shortly".to_owned(),
+                    retry_after: 1,
+                }
             }
             other => AppError::Internal(other.into()),
         }
@@ -130,23 +146,45 @@ impl IntoResponse for AppError {
         }
         let message = match &self {
             AppError::Validation(details) if !details.is_empty() => {
-                let fields: Vec<_> = details.iter().map(|d| format!("{} {}", d.field, d.message)).collect();
+                let fields: Vec<_> = details
+                    .iter()
+                    .map(|d| format!("{} {}", d.field, d.message))
+                    .collect();
                 format!("validation failed: {}", fields.join("; "))
             }
             other => other.to_string(),
         };
         let details = match self {
-            AppError::BadRequest { ref details, .. } | AppError::Validation(ref details) => details.clone(),
+            AppError::BadRequest { ref details, .. } | AppError::Validation(ref details) => {
+                details.clone()
+            }
             _ => Vec::new(),
         };
-        let body = ErrorBody { error: ErrorObject { code: code.to_owned(), message, details } };
+        let body = ErrorBody {
+            error: ErrorObject {
+                code: code.to_owned(),
+                message,
+                details,
+            },
+        };
         let mut response = (status, axum::Json(body)).into_response();
         let retry_after = match self {
-            AppError::RateLimited { retry_after } | AppError::Unavailable { retry_after, .. } => Some(retry_after),
+            AppError::RateLimited { retry_after } | AppError::Unavailable { retry_after, .. } => {
+                Some(retry_after)
+            }
             _ => None,
         };
+        if matches!(self, AppError::PayloadTooLarge { .. }) {
+            // The unread rest of the body is still on the wire: close the
+            // connection rather than let the client reuse it mid-body.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(secs) = retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         response
     }

@@ -55,8 +55,11 @@ pub async fn method_not_allowed() -> AppError {
 pub async fn timeout(limit: Duration, request: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => AppError::Unavailable { message: "the request took too long; retry shortly".to_owned(), retry_after: 1 }
-            .into_response(),
+        Err(_) => AppError::Unavailable {
+            message: "the request took too long; retry shortly".to_owned(),
+            retry_after: 1,
+        }
+        .into_response(),
     }
 }
 

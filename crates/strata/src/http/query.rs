@@ -27,24 +27,36 @@ pub fn parse_list(spec: &'static Spec, raw: Option<&str>) -> Result<ListParams, 
                     .parse::<u32>()
                     .ok()
                     .filter(|p| (1..=MAX_PAGE).contains(p))
-                    .ok_or_else(|| AppError::bad_param("page", format!("must be an integer from 1 to {MAX_PAGE}")))?;
+                    .ok_or_else(|| {
+                        AppError::bad_param(
+                            "page",
+                            format!("must be an integer from 1 to {MAX_PAGE}"),
+                        )
+                    })?;
             }
             "per_page" => {
                 params.per_page = value
                     .parse::<u32>()
                     .ok()
                     .filter(|p| (1..=100).contains(p))
-                    .ok_or_else(|| AppError::bad_param("per_page", "must be an integer from 1 to 100"))?;
+                    .ok_or_else(|| {
+                        AppError::bad_param("per_page", "must be an integer from 1 to 100")
+                    })?;
             }
             "q" => {
                 if value.chars().count() > MAX_Q {
-                    return Err(AppError::bad_param("q", format!("must be at most {MAX_Q} characters")));
+                    return Err(AppError::bad_param(
+                        "q",
+                        format!("must be at most {MAX_Q} characters"),
+                    ));
                 }
                 let q = value.trim();
                 params.q = (!q.is_empty()).then(|| q.to_owned());
             }
             "sort" => {
-                let (sort, descending) = spec.parse_sort(&value).map_err(|e| AppError::bad_param("sort", e))?;
+                let (sort, descending) = spec
+                    .parse_sort(&value)
+                    .map_err(|e| AppError::bad_param("sort", e))?;
                 params.sort = sort;
                 params.descending = descending;
             }
@@ -54,10 +66,17 @@ pub fn parse_list(spec: &'static Spec, raw: Option<&str>) -> Result<ListParams, 
                     known.extend(spec.filters.iter().map(|f| f.name));
                     return Err(AppError::bad_param(
                         other,
-                        format!("is not a parameter of this list; known: {}", known.join(", ")),
+                        format!(
+                            "is not a parameter of this list; known: {}",
+                            known.join(", ")
+                        ),
                     ));
                 };
-                params.filters.push(filter.parse(&value).map_err(|e| AppError::bad_param(other, e))?);
+                params.filters.push(
+                    filter
+                        .parse(&value)
+                        .map_err(|e| AppError::bad_param(other, e))?,
+                );
             }
         }
     }

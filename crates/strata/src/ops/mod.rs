@@ -10,7 +10,9 @@ use crate::app::AppState;
 use crate::http::AppError;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
 }
 
 /// The process is up and serving HTTP.
@@ -20,7 +22,10 @@ async fn healthz() -> Json<Value> {
 
 /// The primary answers and every migration is applied.
 async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, AppError> {
-    let unavailable = |message: &str| AppError::Unavailable { message: message.to_owned(), retry_after: 1 };
+    let unavailable = |message: &str| AppError::Unavailable {
+        message: message.to_owned(),
+        retry_after: 1,
+    };
     match app.db.ready().await {
         Ok(true) => Ok(Json(json!({"status": "ready"}))),
         Ok(false) => Err(unavailable("database migrations are not applied")),

@@ -35,7 +35,14 @@ pub struct ContactInput {
 }
 
 impl InputFields for ContactInput {
-    const FIELDS: &'static [&'static str] = &["first_name", "last_name", "email", "phone", "company", "tags"];
+    const FIELDS: &'static [&'static str] = &[
+        "first_name",
+        "last_name",
+        "email",
+        "phone",
+        "company",
+        "tags",
+    ];
     const READ_ONLY: &'static [&'static str] = &["id", "created_at", "updated_at"];
 }
 
@@ -92,7 +99,10 @@ impl ApiResource for Contact {
         }
         for (i, tag) in self.tags.iter().enumerate() {
             if tag.trim().is_empty() || tag.chars().count() > 40 {
-                errors.add(format!("tags[{i}]"), "must be 1 to 40 characters, not blank");
+                errors.add(
+                    format!("tags[{i}]"),
+                    "must be 1 to 40 characters, not blank",
+                );
             }
         }
     }

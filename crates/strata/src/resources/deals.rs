@@ -34,7 +34,13 @@ pub struct DealInput {
 }
 
 impl InputFields for DealInput {
-    const FIELDS: &'static [&'static str] = &["title", "contact_id", "stage", "amount_cents", "expected_close_on"];
+    const FIELDS: &'static [&'static str] = &[
+        "title",
+        "contact_id",
+        "stage",
+        "amount_cents",
+        "expected_close_on",
+    ];
     const READ_ONLY: &'static [&'static str] = &["id", "closed_at", "created_at", "updated_at"];
 }
 
@@ -85,7 +91,10 @@ impl ApiResource for Deal {
     }
 
     fn references(&self) -> Vec<(&'static str, &'static str, Uuid)> {
-        self.contact_id.map(|id| ("contact_id", "contacts", id)).into_iter().collect()
+        self.contact_id
+            .map(|id| ("contact_id", "contacts", id))
+            .into_iter()
+            .collect()
     }
 
     fn touch(&mut self, at: DateTime<Utc>) {

@@ -42,13 +42,24 @@ pub struct InvoiceInput {
 }
 
 impl InputFields for InvoiceInput {
-    const FIELDS: &'static [&'static str] =
-        &["number", "contact_id", "status", "lines", "issued_on", "due_on", "paid_at"];
+    const FIELDS: &'static [&'static str] = &[
+        "number",
+        "contact_id",
+        "status",
+        "lines",
+        "issued_on",
+        "due_on",
+        "paid_at",
+    ];
     const READ_ONLY: &'static [&'static str] = &["id", "total_cents", "created_at", "updated_at"];
 }
 
 /// Applies a `lines` input: present lines must number at least one.
-pub(super) fn apply_lines(slot: &mut Vec<Line>, input: Option<Option<Vec<Line>>>, errors: &mut Errors) {
+pub(super) fn apply_lines(
+    slot: &mut Vec<Line>,
+    input: Option<Option<Vec<Line>>>,
+    errors: &mut Errors,
+) {
     match input {
         Some(Some(lines)) if lines.is_empty() => errors.add("lines", "must have at least 1 line"),
         other => errors.set(slot, other, "lines"),
@@ -94,7 +105,8 @@ impl ApiResource for Invoice {
 
     fn rules(&mut self, before: Option<&Self>, now: DateTime<Utc>, errors: &mut Errors) {
         self.total_cents = lines_total(&self.lines, errors);
-        let became_paid = self.status == InvoiceStatus::Paid && before.is_none_or(|b| b.status != InvoiceStatus::Paid);
+        let became_paid = self.status == InvoiceStatus::Paid
+            && before.is_none_or(|b| b.status != InvoiceStatus::Paid);
         if became_paid && self.paid_at.is_none() {
             self.paid_at = Some(now);
         }

@@ -79,7 +79,10 @@ pub fn routes<R: ApiResource>() -> Router<AppState> {
     let name = R::SPEC.name;
     Router::new()
         .route(&format!("/api/{name}"), get(list::<R>).post(create::<R>))
-        .route(&format!("/api/{name}/{{id}}"), get(read::<R>).patch(patch::<R>).delete(delete::<R>))
+        .route(
+            &format!("/api/{name}/{{id}}"),
+            get(read::<R>).patch(patch::<R>).delete(delete::<R>),
+        )
 }
 
 /// Every resource's routes.
@@ -104,7 +107,12 @@ async fn list<R: ApiResource>(
 ) -> Result<Response, AppError> {
     let params = parse_list(&R::SPEC, raw.as_deref())?;
     let (items, total) = repo::list::<R>(&app.db, session.tenant_id(), &params, Utc::now()).await?;
-    let page = Page { items, page: params.page, per_page: params.per_page, total };
+    let page = Page {
+        items,
+        page: params.page,
+        per_page: params.per_page,
+        total,
+    };
     Ok(json_with_etag(StatusCode::OK, to_json(&page)?, &headers))
 }
 
@@ -114,7 +122,9 @@ async fn read<R: ApiResource>(
     Id(id): Id,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let row = repo::get::<R>(&app.db, session.tenant_id(), id).await?.ok_or(AppError::NotFound)?;
+    let row = repo::get::<R>(&app.db, session.tenant_id(), id)
+        .await?
+        .ok_or(AppError::NotFound)?;
     Ok(json_with_etag(StatusCode::OK, to_json(&row)?, &headers))
 }
 
@@ -151,7 +161,9 @@ fn write_error<R: ApiResource>(row: &R) -> impl FnOnce(DbError) -> AppError + '_
         DbError::ForeignKey(_) => AppError::Validation(
             row.references()
                 .into_iter()
-                .map(|(field, ..)| FieldError::new(field, "may refer to a record that no longer exists"))
+                .map(|(field, ..)| {
+                    FieldError::new(field, "may refer to a record that no longer exists")
+                })
                 .collect(),
         ),
         other => other.into(),
@@ -172,7 +184,9 @@ async fn create<R: ApiResource>(
     row.validate(&mut errors);
     errors.into_result()?;
     check_references(&app, tenant, &row, None).await?;
-    repo::insert(&app.db, tenant, &row).await.map_err(write_error(&row))?;
+    repo::insert(&app.db, tenant, &row)
+        .await
+        .map_err(write_error(&row))?;
     let bytes = to_json(&row)?;
     let mut response = json_with_etag(StatusCode::CREATED, bytes, &HeaderMap::new());
     let location = format!("/api/{}/{}", R::SPEC.name, row.id());
@@ -187,7 +201,9 @@ async fn create<R: ApiResource>(
 const PATCH_ATTEMPTS: usize = 3;
 
 fn stale_if_match() -> AppError {
-    AppError::Conflict("the object changed since it was read (If-Match does not match its ETag)".to_owned())
+    AppError::Conflict(
+        "the object changed since it was read (If-Match does not match its ETag)".to_owned(),
+    )
 }
 
 async fn patch<R: ApiResource>(
@@ -201,7 +217,9 @@ async fn patch<R: ApiResource>(
     let if_match = headers.contains_key(header::IF_MATCH);
     for _ in 0..PATCH_ATTEMPTS {
         // The primary's copy: the version this write replaces.
-        let current = repo::get_current::<R>(&app.db, tenant, id).await?.ok_or(AppError::NotFound)?;
+        let current = repo::get_current::<R>(&app.db, tenant, id)
+            .await?
+            .ok_or(AppError::NotFound)?;
         if if_match && !matches(&headers, header::IF_MATCH, &etag(&to_json(&current)?)) {
             return Err(stale_if_match());
         }
@@ -216,14 +234,23 @@ async fn patch<R: ApiResource>(
         row.validate(&mut errors);
         errors.into_result()?;
         check_references(&app, tenant, &row, Some(&current)).await?;
-        if repo::update(&app.db, tenant, &row, current.updated_at()).await.map_err(write_error(&row))? {
-            return Ok(json_with_etag(StatusCode::OK, to_json(&row)?, &HeaderMap::new()));
+        if repo::update(&app.db, tenant, &row, current.updated_at())
+            .await
+            .map_err(write_error(&row))?
+        {
+            return Ok(json_with_etag(
+                StatusCode::OK,
+                to_json(&row)?,
+                &HeaderMap::new(),
+            ));
         }
         if if_match {
             return Err(stale_if_match());
         }
     }
-    Err(AppError::Conflict("the object is being changed concurrently; retry".to_owned()))
+    Err(AppError::Conflict(
+        "the object is being changed concurrently; retry".to_owned(),
+    ))
 }
 
 async fn delete<R: ApiResource>(
@@ -234,7 +261,9 @@ async fn delete<R: ApiResource>(
 ) -> Result<Response, AppError> {
     let tenant = session.tenant_id();
     if headers.contains_key(header::IF_MATCH) {
-        let current = repo::get_current::<R>(&app.db, tenant, id).await?.ok_or(AppError::NotFound)?;
+        let current = repo::get_current::<R>(&app.db, tenant, id)
+            .await?
+            .ok_or(AppError::NotFound)?;
         if !matches(&headers, header::IF_MATCH, &etag(&to_json(&current)?)) {
             return Err(stale_if_match());
         }

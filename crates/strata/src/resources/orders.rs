@@ -36,7 +36,8 @@ pub struct OrderInput {
 }
 
 impl InputFields for OrderInput {
-    const FIELDS: &'static [&'static str] = &["number", "contact_id", "status", "lines", "placed_at"];
+    const FIELDS: &'static [&'static str] =
+        &["number", "contact_id", "status", "lines", "placed_at"];
     const READ_ONLY: &'static [&'static str] = &["id", "total_cents", "created_at", "updated_at"];
 }
 
@@ -67,7 +68,11 @@ impl ApiResource for Order {
         errors.set(&mut self.status, input.status, "status");
         apply_lines(&mut self.lines, input.lines, errors);
         if let Some(v) = input.placed_at {
-            errors.set(&mut self.placed_at, Some(v.map(strata_db::model::db_time)), "placed_at");
+            errors.set(
+                &mut self.placed_at,
+                Some(v.map(strata_db::model::db_time)),
+                "placed_at",
+            );
         }
     }
 
@@ -81,7 +86,10 @@ impl ApiResource for Order {
     }
 
     fn references(&self) -> Vec<(&'static str, &'static str, Uuid)> {
-        self.contact_id.map(|id| ("contact_id", "contacts", id)).into_iter().collect()
+        self.contact_id
+            .map(|id| ("contact_id", "contacts", id))
+            .into_iter()
+            .collect()
     }
 
     fn touch(&mut self, at: DateTime<Utc>) {

@@ -39,8 +39,15 @@ pub struct TaskInput {
 }
 
 impl InputFields for TaskInput {
-    const FIELDS: &'static [&'static str] =
-        &["title", "description", "status", "priority", "due_at", "contact_id", "deal_id"];
+    const FIELDS: &'static [&'static str] = &[
+        "title",
+        "description",
+        "status",
+        "priority",
+        "due_at",
+        "contact_id",
+        "deal_id",
+    ];
     const READ_ONLY: &'static [&'static str] = &["id", "completed_at", "created_at", "updated_at"];
 }
 

@@ -10,8 +10,13 @@ use crate::http::{AppError, FieldError};
 pub struct Errors(Vec<FieldError>);
 
 impl Errors {
+    /// Records a problem; only the first one found for a field is kept, so
+    /// a `null` title is not also reported as blank.
     pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError::new(field, message));
+        let field = field.into();
+        if !self.0.iter().any(|e| e.field == field) {
+            self.0.push(FieldError::new(field, message));
+        }
     }
 
     /// `Ok` when nothing was found, else the 422.
@@ -64,7 +69,13 @@ impl Errors {
     }
 
     /// `later` is not before `earlier` when both are set.
-    pub fn not_before(&mut self, field: &str, later: Option<NaiveDate>, earlier_field: &str, earlier: Option<NaiveDate>) {
+    pub fn not_before(
+        &mut self,
+        field: &str,
+        later: Option<NaiveDate>,
+        earlier_field: &str,
+        earlier: Option<NaiveDate>,
+    ) {
         if let (Some(later), Some(earlier)) = (later, earlier) {
             if later < earlier {
                 self.add(field, format!("must not be before {earlier_field}"));
@@ -132,10 +143,17 @@ pub fn lines_total(lines: &[strata_db::model::Line], errors: &mut Errors) -> i64
         if line.unit_price_cents < 0 {
             errors.add(field("unit_price_cents"), "must be 0 or more");
         }
-        total = total.and_then(|t| line.quantity.checked_mul(line.unit_price_cents).and_then(|l| t.checked_add(l)));
+        total = total.and_then(|t| {
+            line.quantity
+                .checked_mul(line.unit_price_cents)
+                .and_then(|l| t.checked_add(l))
+        });
     }
     total.unwrap_or_else(|| {
-        errors.add("lines", "the total is larger than the largest amount supported");
+        errors.add(
+            "lines",
+            "the total is larger than the largest amount supported",
+        );
         0
     })
 }

@@ -1,0 +1,7 @@
+//! strata-db's integration tests, one binary (see STYLE.md): real SQLite
+//! files and real PostgreSQL databases, each test with its own.
+
+mod bench;
+mod indexes;
+mod seeding;
+mod support;

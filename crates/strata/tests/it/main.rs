@@ -1,0 +1,30 @@
+//! Integration tests: each starts the real server on a free port against a
+//! fresh SQLite file or a fresh PostgreSQL database and speaks HTTP to it.
+//! Every behavioural test runs on both backends (the `both!` macro).
+
+mod auth;
+mod cli;
+mod isolation;
+mod lists;
+mod misc;
+mod resources;
+mod support;
+
+/// Runs an `async fn(Backend)` test once per backend.
+#[macro_export]
+macro_rules! both {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::support::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::support::Backend::Postgres).await
+                }
+            }
+        )+
+    };
+}

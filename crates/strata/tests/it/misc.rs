@@ -1,0 +1,293 @@
+//! The dashboard figures, health routes, routing errors and the OpenAPI
+//! document.
+
+use chrono::{Duration, Utc};
+use reqwest::Method;
+use serde_json::json;
+
+use crate::both;
+use crate::support::{Backend, TestApp};
+
+both!(dashboard_figures, health_and_routing, openapi_document);
+
+async fn dashboard_figures(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let alice = app.tenant("acme").await;
+    let c = alice
+        .create_id("contacts", json!({"first_name": "A"}))
+        .await;
+    alice
+        .create_id("contacts", json!({"first_name": "B"}))
+        .await;
+    alice
+        .create("deals", json!({"title": "open1", "amount_cents": 1000}))
+        .await;
+    alice
+        .create(
+            "deals",
+            json!({"title": "open2", "amount_cents": 250, "stage": "negotiation"}),
+        )
+        .await;
+    alice
+        .create(
+            "deals",
+            json!({"title": "won", "amount_cents": 7000, "stage": "won"}),
+        )
+        .await;
+    alice
+        .create(
+            "deals",
+            json!({"title": "lost", "amount_cents": 9999, "stage": "lost"}),
+        )
+        .await;
+    let past = (Utc::now() - Duration::hours(3)).to_rfc3339();
+    alice
+        .create("tasks", json!({"title": "late", "due_at": past}))
+        .await;
+    alice
+        .create(
+            "tasks",
+            json!({"title": "late but going", "due_at": past, "status": "in_progress"}),
+        )
+        .await;
+    alice
+        .create(
+            "tasks",
+            json!({"title": "done", "due_at": past, "status": "done"}),
+        )
+        .await;
+    alice.create("tasks", json!({"title": "pending"})).await;
+    let line = |cents: i64| json!([{"description": "x", "quantity": 1, "unit_price_cents": cents}]);
+    alice.create("invoices", json!({"number": "1", "contact_id": c, "status": "sent", "lines": line(100), "due_on": "2099-01-01"})).await;
+    alice.create("invoices", json!({"number": "2", "contact_id": c, "status": "sent", "lines": line(200), "due_on": "2000-01-01"})).await;
+    alice
+        .create(
+            "invoices",
+            json!({"number": "3", "contact_id": c, "status": "overdue", "lines": line(400)}),
+        )
+        .await;
+    alice
+        .create(
+            "invoices",
+            json!({"number": "4", "contact_id": c, "status": "paid", "lines": line(800)}),
+        )
+        .await;
+    alice
+        .create("orders", json!({"number": "1", "lines": line(50)}))
+        .await;
+    alice
+        .create(
+            "orders",
+            json!({"number": "2", "lines": line(70), "status": "cancelled"}),
+        )
+        .await;
+    alice
+        .create(
+            "orders",
+            json!({"number": "3", "lines": line(90), "placed_at": "2001-01-01T00:00:00Z"}),
+        )
+        .await;
+    let stats = alice.get("/api/dashboard/stats").await;
+    stats.assert_status(200);
+    assert!(stats.header("etag").is_some());
+    assert_eq!(
+        stats.json(),
+        json!({
+            "contacts": {"total": 2},
+            "deals": {"open": 2, "pipeline_cents": 1250, "won_this_month": 1, "won_cents_this_month": 7000},
+            "tasks": {"pending": 2, "overdue": 2},
+            "invoices": {"outstanding": 3, "outstanding_cents": 700, "overdue": 2},
+            "orders": {"this_month": 2, "revenue_cents_this_month": 50}
+        })
+    );
+}
+
+async fn health_and_routing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let anon = app.anonymous();
+    let health = anon.get("/healthz").await;
+    health.assert_status(200);
+    assert_eq!(health.json()["status"], "ok");
+    let ready = anon.get("/readyz").await;
+    ready.assert_status(200);
+    assert!(
+        ready
+            .header("x-request-id")
+            .is_some_and(|id| id.len() == 36),
+        "every response carries a request id"
+    );
+    let echoed = anon
+        .request(
+            Method::GET,
+            "/healthz",
+            None,
+            &[("x-request-id", "trace-me-123")],
+        )
+        .await;
+    assert_eq!(echoed.header("x-request-id"), Some("trace-me-123"));
+    anon.get("/nope").await.assert_error(404, "not_found");
+    anon.get("/api/widgets")
+        .await
+        .assert_error(404, "not_found");
+    anon.request(Method::PUT, "/api/contacts", None, &[])
+        .await
+        .assert_error(405, "method_not_allowed");
+    anon.request(Method::DELETE, "/healthz", None, &[])
+        .await
+        .assert_error(405, "method_not_allowed");
+    // Operator routes stay hidden without STRATA_ADMIN_TOKEN.
+    anon.get("/api/admin/cache/metrics")
+        .await
+        .assert_error(404, "not_found");
+}
+
+async fn openapi_document(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let resp = app.anonymous().get("/openapi.json").await;
+    resp.assert_status(200);
+    let doc = resp.json();
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    let paths = doc["paths"].as_object().expect("paths");
+    for path in [
+        "/api/auth/login",
+        "/api/auth/logout",
+        "/api/auth/me",
+        "/api/dashboard/stats",
+        "/healthz",
+        "/readyz",
+    ] {
+        assert!(paths.contains_key(path), "{path}");
+    }
+    let filters = [
+        ("contacts", vec!["company", "tag"]),
+        ("deals", vec!["stage", "contact_id", "open"]),
+        (
+            "tasks",
+            vec![
+                "status",
+                "priority",
+                "contact_id",
+                "deal_id",
+                "overdue",
+                "due_before",
+            ],
+        ),
+        ("invoices", vec!["status", "contact_id"]),
+        ("orders", vec!["status", "contact_id"]),
+    ];
+    for (resource, names) in filters {
+        let collection = &paths[&format!("/api/{resource}")];
+        let item = &paths[&format!("/api/{resource}/{{id}}")];
+        for (op, method) in [
+            (collection, "get"),
+            (collection, "post"),
+            (item, "get"),
+            (item, "patch"),
+            (item, "delete"),
+        ] {
+            assert!(op[method].is_object(), "{method} {resource}");
+        }
+        let params: Vec<&str> = collection["get"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        for name in ["page", "per_page", "q", "sort"].into_iter().chain(names) {
+            assert!(
+                params.contains(&name),
+                "{resource} documents {name}: {params:?}"
+            );
+        }
+    }
+    let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+    for name in [
+        "Contact",
+        "Deal",
+        "Task",
+        "Invoice",
+        "Order",
+        "ContactInput",
+        "DashboardStats",
+        "ErrorBody",
+        "LoginResponse",
+    ] {
+        assert!(schemas.contains_key(name), "schema {name}");
+    }
+    assert!(
+        schemas["Contact"]["properties"].get("tenant_id").is_none(),
+        "tenant ids are not part of the API"
+    );
+    let stages = &schemas["DealStage"]["enum"];
+    assert_eq!(
+        stages,
+        &json!([
+            "lead",
+            "qualified",
+            "proposal",
+            "negotiation",
+            "won",
+            "lost"
+        ])
+    );
+}
+
+/// A database that stops answering turns requests into 503 + Retry-After
+/// (never a 500 or a hang), and service comes back by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_is_a_503_and_recovers() {
+    use sqlx::Connection;
+    let app = TestApp::spawn_with(Backend::Postgres, |c| c.request_timeout_secs = 20).await;
+    let alice = app.tenant("acme").await;
+    alice
+        .create("contacts", json!({"first_name": "Before"}))
+        .await;
+    let name = app.database_name().expect("a PostgreSQL test database");
+    let admin_url = format!("{}/postgres", crate::support::pg_admin_url());
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("admin connection");
+    let refuse = format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false");
+    sqlx::query(&refuse)
+        .execute(&mut admin)
+        .await
+        .expect("refuse connections");
+    let kick =
+        format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'");
+    sqlx::query(&kick)
+        .execute(&mut admin)
+        .await
+        .expect("terminate sessions");
+
+    for path in ["/api/contacts", "/api/auth/me", "/api/dashboard/stats"] {
+        let resp = alice.get(path).await;
+        resp.assert_error(503, "unavailable");
+        assert!(
+            resp.header("retry-after").is_some(),
+            "Retry-After on {path}"
+        );
+    }
+    alice
+        .post("/api/contacts", &json!({"first_name": "During"}))
+        .await
+        .assert_error(503, "unavailable");
+    app.anonymous()
+        .get("/readyz")
+        .await
+        .assert_error(503, "unavailable");
+    app.anonymous().get("/healthz").await.assert_status(200);
+
+    let allow = format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true");
+    sqlx::query(&allow)
+        .execute(&mut admin)
+        .await
+        .expect("allow connections");
+    app.anonymous().get("/readyz").await.assert_status(200);
+    let list = alice.get("/api/contacts").await;
+    list.assert_status(200);
+    assert_eq!(
+        list.json()["total"],
+        1,
+        "nothing lost, nothing half-written"
+    );
+}
