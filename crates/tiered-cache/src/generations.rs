@@ -231,6 +231,22 @@ impl Generations {
         }
     }
 
+    /// Redis refused a store under the generation we hold: it has moved on (a bump whose message
+    /// is still on its way) or lost it (restart, eviction). Re-read it on the next use instead of
+    /// trusting it until the bus or `max_age` says otherwise.
+    pub(crate) fn distrust(&self, ns: &str) {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(Entry {
+            source: Source::Redis { epoch, .. },
+            ..
+        }) = map.get_mut(ns)
+        {
+            // Epoch 0 is never the trusted one (that is at least 1 once the bus is up), and any
+            // later read replaces it.
+            *epoch = 0;
+        }
+    }
+
     /// An invalidation Redis did not confirm (no Redis, or Redis unreachable): a new local
     /// generation makes every local key of the namespace miss at once. With Redis configured
     /// the entry stays pending until the invalidation is replayed there.
@@ -337,6 +353,23 @@ mod tests {
         let r = g.observe("ns", 9, 0, g.epoch(), Some(first.generation));
         assert_eq!(r.generation, second.generation);
         assert!(!r.fresh);
+    }
+
+    #[test]
+    fn a_distrusted_generation_is_read_again() {
+        let g = gens();
+        g.observe("ns", 6, 0, g.epoch(), None);
+        g.distrust("ns");
+        assert_eq!(
+            g.lookup("ns", Instant::now()),
+            Lookup::Unsure(Some(Resolved {
+                generation: 6,
+                position: 0,
+                fresh: false
+            }))
+        );
+        g.observe("ns", 9, 0, g.epoch(), None);
+        assert!(matches!(g.lookup("ns", Instant::now()), Lookup::Trusted(_)));
     }
 
     #[test]

@@ -62,6 +62,13 @@ end
 return 0
 ";
 
+/// Whether a command may be sent a second time after a dropped connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Retry {
+    Once,
+    Never,
+}
+
 /// The result of a generation-checked store.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Stored {
@@ -133,16 +140,35 @@ impl L2 {
     }
 
     /// Runs one command if the breaker allows, within the deadline, and reports the outcome.
-    async fn call<T, F, Fut>(&self, stats: &Stats, what: &'static str, f: F) -> Option<T>
+    ///
+    /// A command in flight when the connection drops fails even though the manager reconnects
+    /// at once (e.g. the first call after Redis restarted); `Retry::Once` sends it again on the
+    /// new connection, within the same deadline. Only for commands that may run twice.
+    async fn call<T, F, Fut>(
+        &self,
+        stats: &Stats,
+        what: &'static str,
+        retry: Retry,
+        f: F,
+    ) -> Option<T>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         if self.breaker.permit() == Permit::Refused {
             stats.l2_skipped();
             return None;
         }
-        let result = tokio::time::timeout(self.timeout, f(self.conn.clone())).await;
+        let attempts = async {
+            match f(self.conn.clone()).await {
+                Err(e) if retry == Retry::Once && e.is_unrecoverable_error() => {
+                    tracing::debug!(error = %e, command = what, "redis connection dropped, retrying once");
+                    f(self.conn.clone()).await
+                }
+                result => result,
+            }
+        };
+        let result = tokio::time::timeout(self.timeout, attempts).await;
         let change = match &result {
             Ok(Ok(_)) => self.breaker.success(),
             Ok(Err(e)) => {
@@ -169,7 +195,7 @@ impl L2 {
     }
 
     pub(crate) async fn get(&self, stats: &Stats, key: &str) -> Option<Option<Bytes>> {
-        self.call(stats, "GET", |mut c| async move {
+        self.call(stats, "GET", Retry::Once, |mut c| async move {
             redis::cmd("GET").arg(key).query_async(&mut c).await
         })
         .await
@@ -178,7 +204,7 @@ impl L2 {
     /// `(generation, position)` of a namespace.
     pub(crate) async fn read_generation(&self, stats: &Stats, gen_key: &str) -> Option<(u64, u64)> {
         let (g, p) = self
-            .call(stats, "read generation", |mut c| async move {
+            .call(stats, "read generation", Retry::Once, |mut c| async move {
                 let inv = self.read_generation.key(gen_key);
                 inv.invoke_async::<(String, String)>(&mut c).await
             })
@@ -196,7 +222,9 @@ impl L2 {
         message: &str,
     ) -> Option<(u64, u64)> {
         let (g, p) = self
-            .call(stats, "invalidate", |mut c| async move {
+            // Not retried: a second INCR would be a second invalidation. A failed one is
+            // applied locally and replayed later instead.
+            .call(stats, "invalidate", Retry::Never, |mut c| async move {
                 let mut inv = self.invalidate.key(gen_key);
                 inv.arg(position.to_string())
                     .arg(&self.channel)
@@ -217,7 +245,8 @@ impl L2 {
         ttl: Duration,
     ) -> Stored {
         let r = self
-            .call(stats, "store", |mut c| async move {
+            // Setting the same value twice is harmless.
+            .call(stats, "store", Retry::Once, |mut c| async move {
                 let mut inv = self.store.key(gen_key);
                 inv.key(data_key)
                     .arg(generation.to_string())
@@ -242,7 +271,8 @@ impl L2 {
         ttl: Duration,
         message: &str,
     ) -> bool {
-        self.call(stats, "SET", |mut c| async move {
+        // Twice is harmless: the same value, and "drop your L1 copy" twice.
+        self.call(stats, "SET", Retry::Once, |mut c| async move {
             redis::pipe()
                 .cmd("SET")
                 .arg(data_key)
@@ -263,7 +293,7 @@ impl L2 {
 
     /// Deletes the key and tells the other instances (`message` on the bus channel).
     pub(crate) async fn delete(&self, stats: &Stats, data_key: &str, message: &str) -> bool {
-        self.call(stats, "DEL", |mut c| async move {
+        self.call(stats, "DEL", Retry::Once, |mut c| async move {
             redis::pipe()
                 .cmd("DEL")
                 .arg(data_key)

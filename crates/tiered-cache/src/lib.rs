@@ -100,11 +100,13 @@ impl TieredCache {
             }
         };
         let redis = l2.is_some();
+        let stats = Stats::new(!redis);
+        stats.breaker(BreakerState::Closed);
         let inner = Arc::new(Inner {
             l1: L1::new(b.l1_max_bytes),
             l2,
             gens: Generations::new(redis, b.generation_max_age),
-            stats: Stats::new(!redis),
+            stats,
             instance: rand::rng().random(),
             flights: Arc::default(),
             default_policy: b.default_policy,
@@ -587,6 +589,7 @@ impl Inner {
                 )
                 .await;
             if stored == Stored::Superseded {
+                self.gens.distrust(ns.id());
                 return FillOutcome::Discarded;
             }
         }

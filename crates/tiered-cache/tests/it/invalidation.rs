@@ -1,6 +1,7 @@
 //! Two instances sharing one Redis, as two servers would: L2 is shared, and each instance's
 //! invalidations, sets and deletes reach the other's L1 over the bus, also across a lost
 //! subscription.
+//! Never assumes the bus is instant: anything crossing instances is polled for (up to 10 s).
 
 use tiered_cache::{L2Status, Namespace};
 

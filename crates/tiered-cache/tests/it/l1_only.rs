@@ -1,4 +1,5 @@
 //! Without a Redis URL the cache is L1 only (the server's embedded mode): same API, same rules.
+//! Never starts a Redis: these tests must pass on a machine without one.
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! Redis trouble is never the caller's error: killing Redis mid-test, and pausing it, the cache
 //! keeps serving from L1 and fill, and recovers by itself when Redis is back.
+//! Never expects a caller to see an error while Redis is away.
 
 use std::time::Duration;
 
@@ -125,4 +126,47 @@ async fn a_stalled_redis_times_out_and_missed_invalidations_are_replayed() {
         async move { b.get_or_fill(&key, fills.value("v3")).await.unwrap() != "v1" }
     })
     .await;
+}
+
+/// The first command after Redis comes back runs into the dead connection; it is retried once on
+/// the new one, so the breaker's probe succeeds at once instead of counting another failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_call_after_a_restart_succeeds() {
+    let mut redis = RedisServer::start();
+    let a = outage_cache(&redis).await;
+    let key = Namespace::new("t:r", "r").key("k");
+    let fills = Fills::default();
+    a.set(&key, "v").await;
+    assert_eq!(a.get(&key).await.unwrap(), "v");
+
+    redis.kill();
+    redis.restart();
+    // The cache has not noticed anything yet (no call since): its connection is dead.
+    a.reset_stats();
+    let other = Namespace::new("t:r", "r").key("other");
+    assert_eq!(a.get_or_fill(&other, fills.value("x")).await.unwrap(), "x");
+    let s = a.snapshot();
+    assert_eq!(s.l2_errors + s.l2_timeouts, 0, "{s:?}");
+    assert_eq!(s.breaker, BreakerState::Closed);
+}
+
+/// Redis can lose a generation without the bus noticing (eviction, FLUSHALL): the next store is
+/// refused, and the namespace's generation is re-read (re-created) at once, not after
+/// `generation_max_age`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generation_lost_in_redis_is_recreated() {
+    let redis = RedisServer::start();
+    let a = outage_cache(&redis).await;
+    let ns = Namespace::new("t:lost", "lost");
+    let fills = Fills::default();
+    a.get_or_fill(&ns.key("1"), fills.value("v")).await.unwrap();
+    assert!(redis.command(&["FLUSHALL"]).starts_with("+OK"));
+
+    // This fill's store is refused (its generation is gone)...
+    a.get_or_fill(&ns.key("2"), fills.value("v")).await.unwrap();
+    // ...and the next one stores under a fresh generation.
+    a.get_or_fill(&ns.key("3"), fills.value("v")).await.unwrap();
+    assert_eq!(a.get(&ns.key("3")).await.unwrap(), "v");
+    let s = &a.snapshot().labels["lost"];
+    assert_eq!((s.fills_discarded, s.fills_stored), (1, 2), "{s:?}");
 }

@@ -1,7 +1,8 @@
 //! The race test: fills and invalidations hammered concurrently. Once `invalidate` has
 //! returned, no `get_or_fill` that starts afterwards may return a value produced before it.
 //! Fills already in flight may return their old value to their own callers, but must not store
-//! it.
+//! it. Never checks readers of the other instance: the bus makes them consistent soon, not at
+//! once (their fills still share L2 with the checked ones, which is the point).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! Single flight: 1 000 concurrent misses of one key run the fill once, and all of them get its
 //! value, or all of them its error.
+//! Never relies on scheduling luck: the fill waits until every caller has joined.
 
 use std::sync::Arc;
 use std::time::Duration;
