@@ -567,6 +567,14 @@ impl Inner {
 
     /// Stores a fill's value if the namespace is still at the generation the fill started
     /// under: atomically in Redis (the script compares and writes), then locally.
+    ///
+    /// What actually keeps a late value from being served is that the generation is part of
+    /// the key: a fill that started under `g` can only write `key@g`, which no lookup made
+    /// after the bump to `g+1` reads. (Removing both checks below leaves the race test green
+    /// and fails only the test that counts discarded fills.) The checks are the memcached-style
+    /// lease on top of that: they keep dead-generation writes out of L2, where an instance
+    /// whose bus message is still in flight would find them, and out of L1 memory; and a
+    /// refused store tells us our generation is stale, so it is re-read.
     async fn store_filled(
         &self,
         ctx: &FillContext,
@@ -595,8 +603,7 @@ impl Inner {
         }
         // The local half of the lease. An invalidation here moves the mirror before it
         // returns: if it did so before this check, we discard; if after, the entry goes in
-        // under the old generation, which no lookup after the invalidation uses. Either way no
-        // caller that starts after the invalidation sees this value.
+        // under the old generation, which no lookup after the invalidation uses.
         if self.gens.current(ns.id()) != Some(resolved.generation) {
             return FillOutcome::Discarded;
         }
