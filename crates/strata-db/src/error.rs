@@ -72,3 +72,26 @@ fn operational(db: &dyn sqlx::error::DatabaseError) -> bool {
     code.parse::<i32>()
         .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13 | 14))
 }
+
+/// Whether a failed statement says its server or the connection to it is
+/// unusable, not that the statement was wrong: a read may then be retried
+/// on another server, and the server is taken out of rotation.
+pub(crate) fn is_connection_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => operational(db.as_ref()),
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
+/// Whether a replica cancelled a read because it conflicted with replaying
+/// WAL (SQLSTATE 40001 outside a serializable transaction): the read is
+/// fine elsewhere and the replica is healthy.
+pub(crate) fn is_recovery_conflict(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("40001"))
+}

@@ -4,10 +4,14 @@
 //! id they already trust and get rows back.
 
 mod error;
+mod lsn;
 pub mod model;
 mod pool;
 pub mod repo;
+mod router;
 pub mod seed;
 
 pub use error::DbError;
+pub use lsn::{Lsn, ParseLsnError, ReadCtx, ReadSource, ServedBy};
 pub use pool::{Backend, Db, DbConfig};
+pub use router::{ReplicaSettings, ReplicaStatus};

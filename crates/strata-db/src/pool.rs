@@ -2,19 +2,24 @@
 //! writes and transactions on the primary (or SQLite's single writer).
 //! Never decides *what* to query; only *where*, and how to run it on either backend.
 
+use std::future::Future;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use metrics::SharedString;
 use sea_query::{PostgresQueryBuilder, SqliteQueryBuilder};
 use sea_query_binder::SqlxBinder;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{FromRow, PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use sqlx::{FromRow, PgPool, Postgres, Sqlite, SqlitePool, Transaction, TransactionManager};
 
+use crate::error::{is_connection_error, is_recovery_conflict};
+use crate::lsn::{Lsn, ReadCtx, ReadSource, ServedBy};
+use crate::router::{names, ReplicaSettings, ReplicaStatus, Router};
 use crate::DbError;
 
 /// Which database engine a [`Db`] talks to.
@@ -29,13 +34,31 @@ pub enum Backend {
 pub struct DbConfig {
     /// `sqlite://path` or `postgres://…`: the primary, where writes go.
     pub url: String,
-    /// PostgreSQL read replicas; empty means reads go to the primary.
+    /// PostgreSQL streaming replicas, any number; empty means reads go to
+    /// the primary.
     pub read_urls: Vec<String>,
-    /// Largest number of connections per pool (SQLite: readers).
+    /// Largest number of connections in the primary's pool (SQLite: readers).
     pub max_connections: u32,
-    /// How long a statement waits for a free connection before the request
-    /// is answered "unavailable".
+    /// How long a statement on the primary waits for a free connection
+    /// before the request is answered "unavailable".
     pub acquire_timeout: Duration,
+    /// Largest number of connections in each replica's pool; `None`: the
+    /// same as `max_connections`.
+    pub replica_max_connections: Option<u32>,
+    /// How long a read waits for a connection to its replica. Short: past
+    /// it the replica is banned and the read retried elsewhere.
+    pub replica_acquire_timeout: Duration,
+    /// Health, lag and ban policy for replicas.
+    pub replicas: ReplicaSettings,
+    /// Whether statements are prepared once per connection and cached
+    /// (sqlx's default, and the fastest). Behind a pooler in transaction
+    /// mode that does not track prepared statements (PgBouncer before 1.21,
+    /// or 1.21+ with `max_prepared_statements = 0`) set it to `false`: the
+    /// statement cache is disabled and every statement is sent unnamed, so
+    /// no named statement is ever left on a server connection another
+    /// client then gets. PgBouncer 1.21+ with `max_prepared_statements`
+    /// set (e.g. 200) works with `true`.
+    pub persistent_statements: bool,
 }
 
 impl DbConfig {
@@ -46,6 +69,10 @@ impl DbConfig {
             read_urls: Vec::new(),
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
+            replica_max_connections: None,
+            replica_acquire_timeout: Duration::from_secs(1),
+            replicas: ReplicaSettings::default(),
+            persistent_statements: true,
         }
     }
 }
@@ -72,7 +99,8 @@ pub(crate) enum Target {
 enum Pools {
     Postgres {
         primary: PgPool,
-        replicas: Vec<PgPool>,
+        /// `None` without replicas: every read goes to the primary.
+        router: Option<Box<Router>>,
     },
     Sqlite {
         writer: SqlitePool,
@@ -82,37 +110,90 @@ enum Pools {
 
 struct Inner {
     pools: Pools,
-    next_replica: AtomicUsize,
+    persistent: bool,
 }
 
 /// The storage handle: cheap to clone, shared by every request.
+///
+/// A handle may carry a [`ReadCtx`] ([`Db::with_ctx`]): its reads then use
+/// only replicas that have replayed the context's minimum position, its
+/// commits raise that position, and the context records what served each
+/// read. Without one, reads take any usable replica.
 #[derive(Clone)]
 pub struct Db {
     inner: Arc<Inner>,
+    ctx: Option<ReadCtx>,
 }
+
+type PgTm = <Postgres as sqlx::Database>::TransactionManager;
 
 impl Db {
     /// Opens the pools the configuration names. PostgreSQL pools connect
-    /// lazily, so a replica that is down does not stop the server starting;
-    /// the SQLite file (and its folder) is created when missing.
+    /// lazily, so a replica that is down does not stop the server starting
+    /// (it serves reads once a probe has seen it answer); the SQLite file
+    /// (and its folder) is created when missing. Starts the background task
+    /// that probes replicas and reports pool gauges; it ends with the last
+    /// clone of the handle or at [`Db::close`].
     pub async fn connect(config: &DbConfig) -> Result<Db, DbError> {
         let pools = if config.url.starts_with("postgres:") || config.url.starts_with("postgresql:")
         {
-            let pool = |url: &str| -> Result<PgPool, DbError> {
+            let options = |url: &str| -> Result<PgConnectOptions, DbError> {
                 let options = PgConnectOptions::from_str(url)
-                    .map_err(|e| DbError::Config(format!("{url:?}: {e}")))?;
-                Ok(PgPoolOptions::new()
-                    .max_connections(config.max_connections)
-                    .acquire_timeout(config.acquire_timeout)
-                    .connect_lazy_with(options))
+                    .map_err(|e| DbError::Config(format!("{:?}: {e}", redact(url))))?;
+                Ok(if config.persistent_statements {
+                    options
+                } else {
+                    options.statement_cache_capacity(0)
+                })
             };
-            let primary = pool(&config.url)?;
-            let replicas = config
-                .read_urls
-                .iter()
-                .map(|u| pool(u))
-                .collect::<Result<_, _>>()?;
-            Pools::Postgres { primary, replicas }
+            let primary_options = options(&config.url)?;
+            let primary = PgPoolOptions::new()
+                .max_connections(config.max_connections)
+                .acquire_timeout(config.acquire_timeout)
+                .connect_lazy_with(primary_options.clone());
+            let settings = &config.replicas;
+            // Probes run on a connection of their own, with a server-side
+            // statement timeout as well as the client's, so a stuck probe
+            // does not linger on a struggling server.
+            let probe_pool = |options: PgConnectOptions| {
+                let ms = settings.probe_timeout.as_millis().max(1).to_string();
+                PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(settings.probe_timeout)
+                    .test_before_acquire(false)
+                    .connect_lazy_with(options.options([("statement_timeout", ms.as_str())]))
+            };
+            let router = if config.read_urls.is_empty() {
+                None
+            } else {
+                let replicas = config
+                    .read_urls
+                    .iter()
+                    .map(|url| {
+                        let options = options(url)?;
+                        let pool = PgPoolOptions::new()
+                            .max_connections(
+                                config
+                                    .replica_max_connections
+                                    .unwrap_or(config.max_connections),
+                            )
+                            .acquire_timeout(config.replica_acquire_timeout)
+                            .connect_lazy_with(options.clone());
+                        Ok((pool, probe_pool(options)))
+                    })
+                    .collect::<Result<Vec<_>, DbError>>()?;
+                let fallback = settings
+                    .max_primary_fallback_reads
+                    .unwrap_or(config.max_connections / 2);
+                Some(Box::new(Router::new(
+                    replicas,
+                    probe_pool(primary_options),
+                    settings.clone(),
+                    fallback,
+                    config.acquire_timeout,
+                )))
+            };
+            Pools::Postgres { primary, router }
         } else if config.url.starts_with("sqlite:") {
             if !config.read_urls.is_empty() {
                 return Err(DbError::Config(
@@ -152,12 +233,41 @@ impl Db {
                 redact(&config.url)
             )));
         };
-        Ok(Db {
-            inner: Arc::new(Inner {
-                pools,
-                next_replica: AtomicUsize::new(0),
-            }),
-        })
+        let has_replicas = matches!(
+            &pools,
+            Pools::Postgres {
+                router: Some(_),
+                ..
+            }
+        );
+        let inner = Arc::new(Inner {
+            pools,
+            persistent: config.persistent_statements,
+        });
+        // Probing is what admits replicas, so it runs at the configured
+        // pace; without replicas only gauges are left to refresh.
+        let every = if has_replicas {
+            config.replicas.probe_interval
+        } else {
+            config.replicas.probe_interval.max(Duration::from_secs(1))
+        };
+        tokio::spawn(monitor(Arc::downgrade(&inner), every));
+        Ok(Db { inner, ctx: None })
+    }
+
+    /// This handle with a replication context: its reads honour the
+    /// context's minimum position and record their source there, its
+    /// commits record their WAL position there.
+    pub fn with_ctx(&self, ctx: &ReadCtx) -> Db {
+        Db {
+            inner: self.inner.clone(),
+            ctx: Some(ctx.clone()),
+        }
+    }
+
+    /// The replication context this handle carries, if any.
+    pub fn ctx(&self) -> Option<&ReadCtx> {
+        self.ctx.as_ref()
     }
 
     /// The engine behind this handle.
@@ -166,6 +276,32 @@ impl Db {
             Pools::Postgres { .. } => Backend::Postgres,
             Pools::Sqlite { .. } => Backend::Sqlite,
         }
+    }
+
+    /// What the router believes about each replica (empty without replicas).
+    pub fn replica_status(&self) -> Vec<ReplicaStatus> {
+        match &self.inner.pools {
+            Pools::Postgres {
+                router: Some(router),
+                ..
+            } => router.status(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The primary's current WAL insert position: at or after every commit
+    /// that has returned. `None` on SQLite, which has no replicas.
+    pub async fn primary_lsn(&self) -> Result<Option<Lsn>, DbError> {
+        let Pools::Postgres { primary, .. } = &self.inner.pools else {
+            return Ok(None);
+        };
+        let text: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
+            .persistent(self.inner.persistent)
+            .fetch_one(primary)
+            .await?;
+        text.parse()
+            .map(Some)
+            .map_err(|e: crate::lsn::ParseLsnError| DbError::Config(e.to_string()))
     }
 
     /// Applies the migrations of this backend that are not applied yet.
@@ -208,10 +344,10 @@ impl Db {
     /// Closes every pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
         match &self.inner.pools {
-            Pools::Postgres { primary, replicas } => {
+            Pools::Postgres { primary, router } => {
                 primary.close().await;
-                for r in replicas {
-                    r.close().await;
+                if let Some(router) = router {
+                    router.close().await;
                 }
             }
             Pools::Sqlite { writer, readers } => {
@@ -221,27 +357,149 @@ impl Db {
         }
     }
 
-    fn pg(&self, target: Target) -> Option<&PgPool> {
-        match &self.inner.pools {
-            Pools::Postgres { primary, replicas } => Some(match target {
-                Target::Read if !replicas.is_empty() => {
-                    let i = self.inner.next_replica.fetch_add(1, Ordering::Relaxed);
-                    &replicas[i % replicas.len()]
-                }
-                _ => primary,
-            }),
-            Pools::Sqlite { .. } => None,
+    fn record(&self, source: ReadSource) {
+        if let Some(ctx) = &self.ctx {
+            ctx.read_from(source);
         }
     }
 
-    fn sqlite(&self, target: Target) -> Option<&SqlitePool> {
-        match &self.inner.pools {
-            Pools::Sqlite { writer, readers } => Some(match target {
-                Target::Read => readers,
-                Target::Primary => writer,
-            }),
-            Pools::Postgres { .. } => None,
+    /// Runs a read on PostgreSQL where the target and the context allow:
+    /// the least loaded usable replica, else the primary (within its share
+    /// for fallback reads). A read that fails on a replica because the
+    /// replica or the connection did is retried once elsewhere; statements
+    /// are only ever reads here, so running one twice is harmless.
+    async fn pg_read<T, F, Fut>(
+        &self,
+        primary: &PgPool,
+        router: Option<&Router>,
+        target: Target,
+        run: F,
+    ) -> Result<T, DbError>
+    where
+        F: Fn(PgPool) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let Some(router) = router.filter(|_| target == Target::Read) else {
+            return self.on_primary(primary, &run).await;
+        };
+        let min_lsn = self.ctx.as_ref().and_then(ReadCtx::min_lsn);
+        let (replica, replayed) = match router.choose(min_lsn, None) {
+            Ok(chosen) => chosen,
+            Err(why) => {
+                metrics::counter!(names::FALLBACKS, "reason" => why.reason()).increment(1);
+                return self.fallback(router, primary, &run).await;
+            }
+        };
+        let error = match self.on_replica(router, replica, replayed, &run).await {
+            Ok(value) => return Ok(value),
+            Err(e) if is_connection_error(&e) => {
+                router.failed(replica, &e);
+                e
+            }
+            // A replica cancels reads that conflict with replaying WAL; the
+            // replica is fine, the read just needs another server.
+            Err(e) if is_recovery_conflict(&e) => e,
+            Err(e) => return Err(e.into()),
+        };
+        metrics::counter!(names::RETRIES).increment(1);
+        tracing::debug!(replica = replica.index, %error, "read failed on a replica; retrying once elsewhere");
+        match router.choose(min_lsn, Some(replica.index)) {
+            Ok((other, replayed)) => {
+                let result = self.on_replica(router, other, replayed, &run).await;
+                if let Err(e) = &result {
+                    if is_connection_error(e) {
+                        router.failed(other, e);
+                    }
+                }
+                Ok(result?)
+            }
+            Err(_) => {
+                metrics::counter!(names::FALLBACKS, "reason" => "retry").increment(1);
+                self.fallback(router, primary, &run).await
+            }
         }
+    }
+
+    async fn on_replica<T, F, Fut>(
+        &self,
+        router: &Router,
+        replica: &crate::router::Replica,
+        replayed: Lsn,
+        run: &F,
+    ) -> Result<T, sqlx::Error>
+    where
+        F: Fn(PgPool) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let _in_flight = router.start(replica);
+        count_query(&replica.pool, Some(&replica.label));
+        let value = run(replica.pool.clone()).await?;
+        self.record(ReadSource {
+            served_by: ServedBy::Replica(replica.index),
+            replayed: Some(replayed),
+        });
+        Ok(value)
+    }
+
+    async fn on_primary<T, F, Fut>(&self, primary: &PgPool, run: &F) -> Result<T, DbError>
+    where
+        F: Fn(PgPool) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        count_query(primary, None);
+        let value = run(primary.clone()).await?;
+        self.record(ReadSource::PRIMARY);
+        Ok(value)
+    }
+
+    /// A read the replicas could not take, on the primary within its share
+    /// for such reads: past it the read fails "unavailable" instead of
+    /// taking the connections writes need (pgcat's lesson: never un-ban
+    /// everything, never let fallback reads swamp the primary).
+    async fn fallback<T, F, Fut>(
+        &self,
+        router: &Router,
+        primary: &PgPool,
+        run: &F,
+    ) -> Result<T, DbError>
+    where
+        F: Fn(PgPool) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let Some(_permit) = router.fallback_permit().await else {
+            metrics::counter!(names::SHED).increment(1);
+            return Err(DbError::Unavailable(sqlx::Error::PoolTimedOut));
+        };
+        self.on_primary(primary, run).await
+    }
+
+    /// Runs a read on SQLite: reads on the reader pool (SQLite's "replica",
+    /// which is never behind), primary reads on the writer.
+    async fn sqlite_read<T, F, Fut>(
+        &self,
+        (writer, readers): (&SqlitePool, &SqlitePool),
+        target: Target,
+        run: F,
+    ) -> Result<T, DbError>
+    where
+        F: FnOnce(SqlitePool) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let (pool, source, label) = match target {
+            Target::Read => (
+                readers,
+                ReadSource {
+                    served_by: ServedBy::Replica(0),
+                    replayed: None,
+                },
+                Some(SharedString::const_str("0")),
+            ),
+            Target::Primary => (writer, ReadSource::PRIMARY, None),
+        };
+        count_query(pool, label.as_ref());
+        let value = run(pool.clone()).await?;
+        self.record(source);
+        Ok(value)
     }
 
     pub(crate) async fn fetch_all<T: AnyRow>(
@@ -249,19 +507,32 @@ impl Db {
         target: Target,
         stmt: &impl SqlxBinder,
     ) -> Result<Vec<T>, DbError> {
-        if let Some(pool) = self.pg(target) {
-            let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
-            return Ok(sqlx::query_as_with::<_, T, _>(&sql, values)
-                .fetch_all(pool)
-                .await?);
+        let persistent = self.inner.persistent;
+        match &self.inner.pools {
+            Pools::Postgres { primary, router } => {
+                let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
+                let sql = sql.as_str();
+                self.pg_read(primary, router.as_deref(), target, |pool| {
+                    let values = values.clone();
+                    async move {
+                        sqlx::query_as_with::<_, T, _>(sql, values)
+                            .persistent(persistent)
+                            .fetch_all(&pool)
+                            .await
+                    }
+                })
+                .await
+            }
+            Pools::Sqlite { writer, readers } => {
+                let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
+                self.sqlite_read((writer, readers), target, |pool| async move {
+                    sqlx::query_as_with::<_, T, _>(&sql, values)
+                        .fetch_all(&pool)
+                        .await
+                })
+                .await
+            }
         }
-        let pool = self
-            .sqlite(target)
-            .expect("one backend is always configured");
-        let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
-        Ok(sqlx::query_as_with::<_, T, _>(&sql, values)
-            .fetch_all(pool)
-            .await?)
     }
 
     pub(crate) async fn fetch_optional<T: AnyRow>(
@@ -269,19 +540,32 @@ impl Db {
         target: Target,
         stmt: &impl SqlxBinder,
     ) -> Result<Option<T>, DbError> {
-        if let Some(pool) = self.pg(target) {
-            let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
-            return Ok(sqlx::query_as_with::<_, T, _>(&sql, values)
-                .fetch_optional(pool)
-                .await?);
+        let persistent = self.inner.persistent;
+        match &self.inner.pools {
+            Pools::Postgres { primary, router } => {
+                let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
+                let sql = sql.as_str();
+                self.pg_read(primary, router.as_deref(), target, |pool| {
+                    let values = values.clone();
+                    async move {
+                        sqlx::query_as_with::<_, T, _>(sql, values)
+                            .persistent(persistent)
+                            .fetch_optional(&pool)
+                            .await
+                    }
+                })
+                .await
+            }
+            Pools::Sqlite { writer, readers } => {
+                let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
+                self.sqlite_read((writer, readers), target, |pool| async move {
+                    sqlx::query_as_with::<_, T, _>(&sql, values)
+                        .fetch_optional(&pool)
+                        .await
+                })
+                .await
+            }
         }
-        let pool = self
-            .sqlite(target)
-            .expect("one backend is always configured");
-        let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
-        Ok(sqlx::query_as_with::<_, T, _>(&sql, values)
-            .fetch_optional(pool)
-            .await?)
     }
 
     /// Runs a statement whose single row holds one integer (a count, a sum).
@@ -290,19 +574,32 @@ impl Db {
         target: Target,
         stmt: &impl SqlxBinder,
     ) -> Result<i64, DbError> {
-        if let Some(pool) = self.pg(target) {
-            let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
-            return Ok(sqlx::query_scalar_with::<_, i64, _>(&sql, values)
-                .fetch_one(pool)
-                .await?);
+        let persistent = self.inner.persistent;
+        match &self.inner.pools {
+            Pools::Postgres { primary, router } => {
+                let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
+                let sql = sql.as_str();
+                self.pg_read(primary, router.as_deref(), target, |pool| {
+                    let values = values.clone();
+                    async move {
+                        sqlx::query_scalar_with::<_, i64, _>(sql, values)
+                            .persistent(persistent)
+                            .fetch_one(&pool)
+                            .await
+                    }
+                })
+                .await
+            }
+            Pools::Sqlite { writer, readers } => {
+                let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
+                self.sqlite_read((writer, readers), target, |pool| async move {
+                    sqlx::query_scalar_with::<_, i64, _>(&sql, values)
+                        .fetch_one(&pool)
+                        .await
+                })
+                .await
+            }
         }
-        let pool = self
-            .sqlite(target)
-            .expect("one backend is always configured");
-        let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
-        Ok(sqlx::query_scalar_with::<_, i64, _>(&sql, values)
-            .fetch_one(pool)
-            .await?)
     }
 
     /// Runs one write outside a transaction; returns the rows it affected.
@@ -315,9 +612,26 @@ impl Db {
 
     /// Starts a transaction on the primary.
     pub(crate) async fn begin(&self) -> Result<Tx, DbError> {
-        Ok(match &self.inner.pools {
-            Pools::Postgres { primary, .. } => Tx::Postgres(primary.begin().await?),
-            Pools::Sqlite { writer, .. } => Tx::Sqlite(writer.begin().await?),
+        let kind = match &self.inner.pools {
+            Pools::Postgres { primary, router } => {
+                note_wait(primary, None);
+                let mut conn = primary.acquire().await?;
+                PgTm::begin(&mut conn, None).await?;
+                TxKind::Postgres(PgTx {
+                    conn,
+                    open: true,
+                    persistent: self.inner.persistent,
+                    // The commit position is read only when someone can
+                    // use it: a context to record it in, and replicas that
+                    // could be behind it.
+                    report_lsn: router.is_some() && self.ctx.is_some(),
+                })
+            }
+            Pools::Sqlite { writer, .. } => TxKind::Sqlite(writer.begin().await?),
+        };
+        Ok(Tx {
+            kind,
+            ctx: self.ctx.clone(),
         })
     }
 
@@ -353,36 +667,140 @@ impl Db {
         &self,
         stmt: &impl SqlxBinder,
     ) -> Result<Option<Vec<String>>, DbError> {
-        let Some(pool) = self.pg(Target::Primary) else {
+        let Pools::Postgres { primary, .. } = &self.inner.pools else {
             return Ok(None);
         };
         let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
         let sql = format!("EXPLAIN {sql}");
         Ok(Some(
             sqlx::query_scalar_with::<_, String, _>(&sql, values)
-                .fetch_all(pool)
+                .fetch_all(primary)
                 .await?,
         ))
     }
 }
 
+/// Counts a statement for its pool, and whether it found the pool full
+/// (it then waits for a connection).
+fn count_query<DB: sqlx::Database>(pool: &sqlx::Pool<DB>, replica: Option<&SharedString>) {
+    match replica {
+        None => metrics::counter!(names::QUERIES, "target" => "primary").increment(1),
+        Some(label) => {
+            metrics::counter!(names::QUERIES, "target" => "replica", "replica" => label.clone())
+                .increment(1)
+        }
+    }
+    note_wait(pool, replica);
+}
+
+/// Counts a wait when the pool has no idle connection and cannot open one.
+fn note_wait<DB: sqlx::Database>(pool: &sqlx::Pool<DB>, replica: Option<&SharedString>) {
+    if pool.num_idle() > 0 || pool.size() < pool.options().get_max_connections() {
+        return;
+    }
+    match replica {
+        None => metrics::counter!(names::POOL_WAITS, "target" => "primary").increment(1),
+        Some(label) => {
+            metrics::counter!(names::POOL_WAITS, "target" => "replica", "replica" => label.clone())
+                .increment(1)
+        }
+    }
+}
+
+fn pool_gauges<DB: sqlx::Database>(pool: &sqlx::Pool<DB>, replica: Option<&SharedString>) {
+    let (size, idle) = (f64::from(pool.size()), pool.num_idle() as f64);
+    match replica {
+        None => {
+            metrics::gauge!(names::POOL_SIZE, "target" => "primary").set(size);
+            metrics::gauge!(names::POOL_IDLE, "target" => "primary").set(idle);
+        }
+        Some(label) => {
+            metrics::gauge!(names::POOL_SIZE, "target" => "replica", "replica" => label.clone())
+                .set(size);
+            metrics::gauge!(names::POOL_IDLE, "target" => "replica", "replica" => label.clone())
+                .set(idle);
+        }
+    }
+}
+
+/// The background task of one [`Db`]: probes replicas and refreshes pool
+/// gauges every `every`. It holds the handle only weakly between rounds, so
+/// dropping the last [`Db`] (or closing it) ends it.
+async fn monitor(inner: Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    // After a stall (a loaded machine), probe once, not in a burst.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        match &inner.pools {
+            Pools::Postgres { primary, router } => {
+                if primary.is_closed() {
+                    return;
+                }
+                pool_gauges(primary, None);
+                if let Some(router) = router {
+                    router.probe_all().await;
+                    for replica in &router.replicas {
+                        pool_gauges(&replica.pool, Some(&replica.label));
+                    }
+                }
+            }
+            Pools::Sqlite { writer, readers } => {
+                if writer.is_closed() {
+                    return;
+                }
+                pool_gauges(writer, None);
+                pool_gauges(readers, Some(&SharedString::const_str("0")));
+            }
+        }
+    }
+}
+
 /// A transaction on the primary; rolled back when dropped uncommitted.
-pub(crate) enum Tx {
-    Postgres(Transaction<'static, Postgres>),
+pub(crate) struct Tx {
+    kind: TxKind,
+    ctx: Option<ReadCtx>,
+}
+
+enum TxKind {
+    Postgres(PgTx),
     Sqlite(Transaction<'static, Sqlite>),
+}
+
+/// A PostgreSQL transaction that keeps its connection after COMMIT, to read
+/// the commit's WAL position on it (sqlx's `Transaction` hands the
+/// connection back to the pool inside `commit`).
+struct PgTx {
+    conn: PoolConnection<Postgres>,
+    open: bool,
+    persistent: bool,
+    report_lsn: bool,
+}
+
+impl Drop for PgTx {
+    fn drop(&mut self) {
+        if self.open {
+            // What sqlx's own `Transaction` does on drop: queue a ROLLBACK,
+            // which the pool flushes before the connection is reused.
+            PgTm::start_rollback(&mut self.conn);
+        }
+    }
 }
 
 impl Tx {
     pub(crate) async fn execute(&mut self, stmt: &impl SqlxBinder) -> Result<u64, DbError> {
-        Ok(match self {
-            Tx::Postgres(tx) => {
+        Ok(match &mut self.kind {
+            TxKind::Postgres(tx) => {
+                metrics::counter!(names::QUERIES, "target" => "primary").increment(1);
                 let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
                 sqlx::query_with(&sql, values)
-                    .execute(&mut **tx)
+                    .persistent(tx.persistent)
+                    .execute(&mut *tx.conn)
                     .await?
                     .rows_affected()
             }
-            Tx::Sqlite(tx) => {
+            TxKind::Sqlite(tx) => {
                 let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
                 sqlx::query_with(&sql, values)
                     .execute(&mut **tx)
@@ -392,12 +810,46 @@ impl Tx {
         })
     }
 
-    pub(crate) async fn commit(self) -> Result<(), DbError> {
-        match self {
-            Tx::Postgres(tx) => tx.commit().await?,
-            Tx::Sqlite(tx) => tx.commit().await?,
+    /// Commits; on PostgreSQL with replicas and a context, returns the
+    /// primary's WAL position after the commit and records it in the
+    /// context, so the context's later reads see this write.
+    pub(crate) async fn commit(self) -> Result<Option<Lsn>, DbError> {
+        let Tx { kind, ctx } = self;
+        match kind {
+            TxKind::Postgres(mut tx) => {
+                PgTm::commit(&mut tx.conn).await?;
+                tx.open = false;
+                if !tx.report_lsn {
+                    return Ok(None);
+                }
+                // `pg_current_wal_insert_lsn()` is at or after the commit
+                // record once COMMIT has returned. Failing to read it must not
+                // fail a write that is already durable: the context then
+                // demands a position no replica reaches, so its reads go to
+                // the primary, which is slower but never stale.
+                let lsn = match sqlx::query_scalar::<_, String>(
+                    "SELECT pg_current_wal_insert_lsn()::text",
+                )
+                .persistent(tx.persistent)
+                .fetch_one(&mut *tx.conn)
+                .await
+                {
+                    Ok(text) => text.parse().unwrap_or(Lsn::MAX),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not read the commit's WAL position; this context reads from the primary");
+                        Lsn::MAX
+                    }
+                };
+                if let Some(ctx) = &ctx {
+                    ctx.wrote(lsn);
+                }
+                Ok(Some(lsn))
+            }
+            TxKind::Sqlite(tx) => {
+                tx.commit().await?;
+                Ok(None)
+            }
         }
-        Ok(())
     }
 }
 

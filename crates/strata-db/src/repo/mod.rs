@@ -416,7 +416,8 @@ pub async fn insert<R: Resource>(db: &Db, tenant: Uuid, row: &R) -> Result<(), D
     let mut tx = db.begin().await?;
     tx.execute(&stmt).await?;
     write_tags(&mut tx, tenant, row).await?;
-    tx.commit().await
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Replaces a row of the tenant if it is still the version last read
