@@ -3,5 +3,6 @@
 
 mod bench;
 mod indexes;
+mod replica;
 mod seeding;
 mod support;

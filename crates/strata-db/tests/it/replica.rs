@@ -1,0 +1,532 @@
+//! Read replicas against a real streaming replica: a private primary and a
+//! `pg_basebackup` standby (with `recovery_min_apply_delay`), each its own
+//! postmaster on a free port, run as the postgres user and killed on drop.
+//! Where reads ran is judged by each server's own table statistics, never by
+//! trusting the router. Never touches the shared server at 127.0.0.1:5432.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use strata_db::model::{db_time, Contact};
+use strata_db::repo::{self, auth, stats, Resource};
+use strata_db::{Db, DbConfig, ReadCtx, ReplicaSettings, ServedBy};
+use uuid::Uuid;
+
+use crate::support::TestDb;
+
+const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A primary and one streaming replica in a temporary folder owned by the
+/// postgres user. Dropping it stops both (immediately) and removes the folder.
+struct Cluster {
+    dir: tempfile::TempDir,
+    primary_port: u16,
+    replica_port: u16,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free local port")
+}
+
+/// Runs a PostgreSQL program as the postgres user; panics with its output
+/// when it fails (only during setup, where failing is the right answer).
+fn as_postgres(cwd: &Path, program: &str, args: &[&str]) {
+    let out = Command::new("runuser")
+        .current_dir(cwd)
+        .args(["-u", "postgres", "--", &format!("{BIN}/{program}")])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {program} (needs runuser and PostgreSQL 15): {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    file.write_all(text.as_bytes())
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+impl Cluster {
+    fn start(apply_delay: &str) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("strata-replica-")
+            .tempdir()
+            .expect("a temporary folder");
+        let chown = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(dir.path())
+            .status()
+            .expect("run chown");
+        assert!(chown.success(), "chown the cluster folder to postgres");
+        let cluster = Cluster {
+            primary_port: free_port(),
+            replica_port: free_port(),
+            dir,
+        };
+        // From here on the guard exists: a failing step still stops
+        // whatever did start.
+        let root = cluster.dir.path();
+        let primary = cluster.data("primary");
+        let p = primary.to_str().expect("utf-8 path");
+        as_postgres(
+            root,
+            "initdb",
+            &[
+                "-D",
+                p,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        // fsync off: a test cluster that crashes is thrown away anyway.
+        let common = format!(
+            "\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             wal_level = replica\nmax_wal_senders = 5\nfsync = off\n\
+             shared_buffers = 16MB\nmax_connections = 60\nhot_standby_feedback = on\n",
+            root.display()
+        );
+        append(
+            &primary.join("postgresql.conf"),
+            &format!("{common}port = {}\n", cluster.primary_port),
+        );
+        cluster.pg_ctl("primary", "start");
+        let replica = cluster.data("replica");
+        let port = cluster.primary_port.to_string();
+        as_postgres(
+            root,
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-D",
+                replica.to_str().expect("utf-8 path"),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ],
+        );
+        append(
+            &replica.join("postgresql.conf"),
+            &format!(
+                "\nport = {}\nrecovery_min_apply_delay = '{apply_delay}'\n",
+                cluster.replica_port
+            ),
+        );
+        cluster.pg_ctl("replica", "start");
+        cluster
+    }
+
+    fn data(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn pg_ctl(&self, name: &str, action: &str) {
+        let data = self.data(name);
+        let log = self.dir.path().join(format!("{name}.log"));
+        let (d, l) = (data.to_str().expect("utf-8"), log.to_str().expect("utf-8"));
+        match action {
+            "start" => as_postgres(
+                self.dir.path(),
+                "pg_ctl",
+                &["-D", d, "-l", l, "-w", "-t", "60", "start"],
+            ),
+            // Immediate: like a crash, so open connections break mid-stream.
+            "stop" => as_postgres(
+                self.dir.path(),
+                "pg_ctl",
+                &["-D", d, "-m", "immediate", "-w", "stop"],
+            ),
+            other => panic!("unknown pg_ctl action {other}"),
+        }
+    }
+
+    fn url(&self, port: u16) -> String {
+        format!("postgres://postgres@127.0.0.1:{port}/postgres")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for name in ["replica", "primary"] {
+            let data = self.data(name);
+            if data.join("postmaster.pid").exists() {
+                let _ = Command::new("runuser")
+                    .current_dir(self.dir.path())
+                    .args(["-u", "postgres", "--", &format!("{BIN}/pg_ctl")])
+                    .arg("-D")
+                    .arg(&data)
+                    .args(["-m", "immediate", "-w", "stop"])
+                    .output();
+            }
+        }
+        // The TempDir field then removes the folder (root may delete the
+        // postgres user's files).
+    }
+}
+
+/// Polls `check` every 100 ms until it holds; panics after `limit` with
+/// `what`. Generous limits: this proves eventual behaviour, not speed.
+async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < limit, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How many times the server itself has scanned `contacts` (its statistics,
+/// flushed by each backend within about a second).
+async fn contact_scans(pool: &PgPool) -> i64 {
+    sqlx::query_scalar::<_, i64>(
+        "SELECT COALESCE(seq_scan, 0) + COALESCE(idx_scan, 0) \
+         FROM pg_stat_user_tables WHERE relname = 'contacts'",
+    )
+    .fetch_optional(pool)
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or(0)
+}
+
+fn contact(tenant: Uuid, name: &str) -> Contact {
+    let now = db_time(Utc::now());
+    Contact {
+        id: Uuid::now_v7(),
+        tenant_id: tenant,
+        first_name: name.to_owned(),
+        last_name: None,
+        email: None,
+        phone: None,
+        company: None,
+        tags: vec![],
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// One read, with what served it (a fresh context per read).
+async fn get_traced(db: &Db, tenant: Uuid, id: Uuid) -> Result<(bool, ServedBy), String> {
+    let ctx = ReadCtx::new(None);
+    let found = repo::get::<Contact>(&db.with_ctx(&ctx), tenant, id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let source = ctx.source().ok_or("a read records its source")?;
+    Ok((found.is_some(), source.served_by))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_serves_reads_sessions_read_their_writes_and_outages_fail_nothing() {
+    let cluster = tokio::task::spawn_blocking(|| Cluster::start("2s"))
+        .await
+        .expect("start the cluster");
+    let mut config = DbConfig::new(cluster.url(cluster.primary_port));
+    config.read_urls = vec![cluster.url(cluster.replica_port)];
+    config.max_connections = 8;
+    config.replicas = ReplicaSettings {
+        // The apply delay alone is 2 s; the replica must stay in rotation.
+        max_lag: Duration::from_secs(30),
+        ban_base: Duration::from_secs(1),
+        ban_max: Duration::from_secs(4),
+        probe_interval: Duration::from_millis(200),
+        // Loaded 2-core machines stall; a false ban here is only slower.
+        probe_timeout: Duration::from_secs(3),
+        max_primary_fallback_reads: None,
+    };
+    let db = Db::connect(&config).await.expect("connect");
+    db.migrate().await.expect("migrate the primary");
+    let raw = |port| {
+        PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy(&cluster.url(port))
+            .expect("a raw pool")
+    };
+    let (primary_raw, replica_raw) = (raw(cluster.primary_port), raw(cluster.replica_port));
+
+    let tenant = auth::create_tenant(&db, "replicated", "EUR")
+        .await
+        .expect("tenant")
+        .id;
+    let seeded = contact(tenant, "Seeded");
+    repo::insert(&db, tenant, &seeded).await.expect("insert");
+    let seeded_at = db.primary_lsn().await.expect("lsn").expect("postgres");
+    eventually(
+        "the replica is admitted and has replayed the seed",
+        Duration::from_secs(30),
+        || async {
+            db.replica_status()
+                .first()
+                .is_some_and(|r| r.usable && r.replayed.is_some_and(|at| at >= seeded_at))
+        },
+    )
+    .await;
+
+    // 1. Reads land on the replica, by the replica's own statistics.
+    let before = contact_scans(&replica_raw).await;
+    for _ in 0..20 {
+        let (found, by) = get_traced(&db, tenant, seeded.id).await.expect("read");
+        assert!(found);
+        assert_eq!(by, ServedBy::Replica(0));
+    }
+    eventually(
+        "the replica counts 20 more scans of contacts",
+        Duration::from_secs(20),
+        || async { contact_scans(&replica_raw).await - before >= 20 },
+    )
+    .await;
+
+    // 2. Read-your-writes with a 2 s apply delay: a context that wrote reads
+    // its write at once, on every route; a read without it may not.
+    let ctx = ReadCtx::new(None);
+    let session = db.with_ctx(&ctx);
+    let fresh = contact(tenant, "Fresh");
+    repo::insert(&session, tenant, &fresh)
+        .await
+        .expect("insert");
+    let written = ctx
+        .last_write()
+        .expect("a commit through a context reports its position");
+    assert_eq!(ctx.min_lsn(), Some(written));
+    // Without the context, nothing promises the write is visible yet; say
+    // what happened rather than assert on timing.
+    let (seen, by) = get_traced(&db, tenant, fresh.id).await.expect("read");
+    eprintln!("read without min_lsn right after the write: found={seen} served_by={by:?}");
+    let primary_before = contact_scans(&primary_raw).await;
+    let got = repo::get::<Contact>(&session, tenant, fresh.id)
+        .await
+        .expect("get");
+    assert_eq!(got.map(|c| c.id), Some(fresh.id));
+    let (items, total) = repo::list::<Contact>(
+        &session,
+        tenant,
+        &Contact::SPEC.default_params(),
+        Utc::now(),
+    )
+    .await
+    .expect("list");
+    assert_eq!(total, 2);
+    assert!(items.iter().any(|c| c.id == fresh.id));
+    let dashboard = stats::dashboard(&session, tenant, Utc::now())
+        .await
+        .expect("stats");
+    assert_eq!(dashboard.contacts.total, 2);
+    // The guarantee is "what served these reads had the write", which is
+    // the primary unless the replica replayed it meanwhile (a stalled
+    // machine can take longer than the 2 s delay); its own statistics must
+    // agree when it was the primary.
+    let source = ctx.source().expect("reads record their source");
+    assert!(
+        source.has_replayed(written),
+        "{source:?} had not replayed {written}"
+    );
+    eprintln!(
+        "reads right after the write were served by {:?}",
+        source.served_by
+    );
+    if source.served_by == ServedBy::Primary {
+        eventually(
+            "the primary counts the session's scans",
+            Duration::from_secs(20),
+            || async { contact_scans(&primary_raw).await - primary_before >= 3 },
+        )
+        .await;
+    }
+    // Once the replica has replayed the write, the same context uses it.
+    eventually(
+        "the replica replays the write",
+        Duration::from_secs(30),
+        || async {
+            db.replica_status()
+                .first()
+                .is_some_and(|r| r.replayed.is_some_and(|at| at >= written))
+        },
+    )
+    .await;
+    let later = ReadCtx::new(Some(written));
+    let got = repo::get::<Contact>(&db.with_ctx(&later), tenant, fresh.id)
+        .await
+        .expect("get");
+    assert!(got.is_some());
+    let source = later.source().expect("source");
+    assert_eq!(source.served_by, ServedBy::Replica(0));
+    assert!(source.has_replayed(written));
+    // Deletes (a plain `execute`) report their position too.
+    assert!(repo::delete::<Contact>(&session, tenant, fresh.id)
+        .await
+        .expect("delete"));
+    assert!(ctx.last_write().is_some_and(|at| at > written));
+
+    // 3. Stopping the replica mid-traffic fails no read; reads move to the
+    // primary, and come back once it restarts.
+    #[derive(Default)]
+    struct Tally {
+        replica: u64,
+        primary: u64,
+        errors: Vec<String>,
+    }
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (db, tally, stop) = (db.clone(), tally.clone(), stop.clone());
+        let id = seeded.id;
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let result = get_traced(&db, tenant, id).await;
+                {
+                    let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+                    match result {
+                        Ok((true, ServedBy::Replica(_))) => t.replica += 1,
+                        Ok((true, ServedBy::Primary)) => t.primary += 1,
+                        Ok((false, by)) => t.errors.push(format!("row missing on {by:?}")),
+                        Err(e) => t.errors.push(e),
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let counts = || {
+        let t = tally.lock().unwrap_or_else(|p| p.into_inner());
+        (t.replica, t.primary)
+    };
+    eventually(
+        "traffic reaches the replica",
+        Duration::from_secs(20),
+        || async { counts().0 >= 5 },
+    )
+    .await;
+
+    let stopping = tokio::task::spawn_blocking({
+        let data = cluster.data("replica");
+        let dir = cluster.dir.path().to_owned();
+        move || {
+            as_postgres(
+                &dir,
+                "pg_ctl",
+                &[
+                    "-D",
+                    data.to_str().expect("utf-8"),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "stop",
+                ],
+            )
+        }
+    });
+    stopping.await.expect("stop the replica");
+    let (_, primary_at_stop) = counts();
+    eventually(
+        "reads move to the primary",
+        Duration::from_secs(30),
+        || async { counts().1 >= primary_at_stop + 20 },
+    )
+    .await;
+    assert!(db.replica_status().first().is_some_and(|r| !r.usable));
+
+    let (replica_at_restart, _) = counts();
+    let starting = tokio::task::spawn_blocking({
+        let data = cluster.data("replica");
+        let log = cluster.dir.path().join("replica.log");
+        let dir = cluster.dir.path().to_owned();
+        move || {
+            as_postgres(
+                &dir,
+                "pg_ctl",
+                &[
+                    "-D",
+                    data.to_str().expect("utf-8"),
+                    "-l",
+                    log.to_str().expect("utf-8"),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
+            )
+        }
+    });
+    starting.await.expect("restart the replica");
+    eventually(
+        "reads come back to the restarted replica",
+        Duration::from_secs(45),
+        || async { counts().0 >= replica_at_restart + 20 },
+    )
+    .await;
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    reader.await.expect("the reader task");
+    {
+        let t = tally.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(
+            t.errors.is_empty(),
+            "reads failed during the outage: {:?}",
+            t.errors
+        );
+        eprintln!(
+            "reads: {} on the replica, {} on the primary, none failed",
+            t.replica, t.primary
+        );
+    }
+    db.close().await;
+    drop(cluster);
+}
+
+/// SQLite keeps the routing shape: reads on the reader pool (replica 0,
+/// never behind), writes on the writer, and no WAL positions to carry.
+#[tokio::test]
+async fn sqlite_reads_use_the_reader_pool_which_is_never_behind() {
+    let t = TestDb::sqlite().await;
+    let ctx = ReadCtx::new(None);
+    let db = t.db.with_ctx(&ctx);
+    let tenant = auth::create_tenant(&db, "embedded", "EUR")
+        .await
+        .expect("tenant")
+        .id;
+    assert_eq!(ctx.last_write(), None);
+    let row = contact(tenant, "Local");
+    repo::insert(&db, tenant, &row).await.expect("insert");
+    assert!(repo::get::<Contact>(&db, tenant, row.id)
+        .await
+        .expect("get")
+        .is_some());
+    let source = ctx.source().expect("a read happened");
+    assert_eq!(source.served_by, ServedBy::Replica(0));
+    assert_eq!(source.replayed, None);
+    assert!(source.has_replayed(strata_db::Lsn::MAX));
+    assert!(t.db.replica_status().is_empty());
+}
