@@ -51,13 +51,15 @@ pub struct DbConfig {
     /// Health, lag and ban policy for replicas.
     pub replicas: ReplicaSettings,
     /// Whether statements are prepared once per connection and cached
-    /// (sqlx's default, and the fastest). Behind a pooler in transaction
-    /// mode that does not track prepared statements (PgBouncer before 1.21,
-    /// or 1.21+ with `max_prepared_statements = 0`) set it to `false`: the
-    /// statement cache is disabled and every statement is sent unnamed, so
-    /// no named statement is ever left on a server connection another
-    /// client then gets. PgBouncer 1.21+ with `max_prepared_statements`
-    /// set (e.g. 200) works with `true`.
+    /// (sqlx's default, and the fastest). Behind PgBouncer in transaction
+    /// mode, use PgBouncer 1.21+ with `max_prepared_statements` set (e.g.
+    /// 200), which tracks named statements per server connection, and keep
+    /// this `true`. `false` disables the statement cache and sends every
+    /// statement unnamed, so no named statement is left on a server
+    /// connection another client then gets ("prepared statement sqlx_s_1
+    /// already exists"); it does not make a pooler without statement
+    /// tracking safe, because sqlx still prepares and executes in separate
+    /// round trips that such a pooler may send to different servers.
     pub persistent_statements: bool,
 }
 
