@@ -28,7 +28,10 @@ CREATE TABLE sessions (
     user_id    BLOB NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     tenant_id  BLOB NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
     created_at TEXT NOT NULL,
-    expires_at TEXT NOT NULL
+    expires_at TEXT NOT NULL,
+    -- The primary's WAL position after the session's latest write: its
+    -- reads go only to a replica that has replayed it (read-your-writes).
+    last_write_lsn INTEGER
 );
 CREATE INDEX sessions_expires ON sessions (expires_at);
 CREATE INDEX sessions_user ON sessions (user_id);

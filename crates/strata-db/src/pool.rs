@@ -401,7 +401,15 @@ impl Db {
             // A replica cancels reads that conflict with replaying WAL; the
             // replica is fine, the read just needs another server.
             Err(e) if is_recovery_conflict(&e) => e,
-            Err(e) => return Err(e.into()),
+            // Any other error may still be the replica's, e.g. a table a
+            // migration just created that it has not replayed yet. The
+            // primary is the authority: a read that fails there too is the
+            // statement's own fault, and that error is the one returned.
+            Err(e) => {
+                tracing::debug!(replica = replica.index, error = %e, "read failed on a replica; retrying on the primary");
+                metrics::counter!(names::FALLBACKS, "reason" => "replica_error").increment(1);
+                return self.fallback(router, primary, &run).await;
+            }
         };
         metrics::counter!(names::RETRIES).increment(1);
         tracing::debug!(replica = replica.index, %error, "read failed on a replica; retrying once elsewhere");

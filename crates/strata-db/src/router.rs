@@ -30,7 +30,8 @@ pub(crate) mod names {
     /// Reads that wanted a replica but went to the primary, by `reason`
     /// ("unusable": no replica healthy and within the lag limit; "behind":
     /// none had replayed the caller's minimum position; "retry": a replica
-    /// failed and no other could take the read).
+    /// failed and no other could take the read; "replica_error": the read
+    /// failed on a replica for another reason and was re-run on the primary).
     pub const FALLBACKS: &str = "strata_db_read_fallbacks_total";
     /// Reads retried once elsewhere after failing on a replica.
     pub const RETRIES: &str = "strata_db_read_retries_total";

@@ -77,6 +77,32 @@ pub struct Config {
     #[arg(long, env = "STRATA_DB_MAX_CONNECTIONS", value_name = "STRATA_DB_MAX_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
     pub db_max_connections: u32,
 
+    /// Largest number of connections in each replica's pool (default: the
+    /// same as the primary's).
+    #[arg(long, env = "STRATA_DB_REPLICA_MAX_CONNECTIONS", value_name = "STRATA_DB_REPLICA_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
+    pub db_replica_max_connections: Option<u32>,
+
+    /// How long a statement waits for a primary connection before the
+    /// request is answered 503, in milliseconds.
+    #[arg(long, env = "STRATA_DB_ACQUIRE_TIMEOUT_MS", value_name = "STRATA_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..=600_000), global = true)]
+    pub db_acquire_timeout_ms: u64,
+
+    /// How long a read waits for a replica connection before that replica
+    /// is banned and the read retried elsewhere, in milliseconds.
+    #[arg(long, env = "STRATA_DB_REPLICA_ACQUIRE_TIMEOUT_MS", value_name = "STRATA_DB_REPLICA_ACQUIRE_TIMEOUT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=600_000), global = true)]
+    pub db_replica_acquire_timeout_ms: u64,
+
+    /// A replica further behind the primary than this (milliseconds,
+    /// measured by WAL positions) serves no reads until it catches up.
+    #[arg(long, env = "STRATA_REPLICA_MAX_LAG_MS", value_name = "STRATA_REPLICA_MAX_LAG_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=3_600_000), global = true)]
+    pub replica_max_lag_ms: u64,
+
+    /// Prepare and cache statements per connection (fastest). Keep `true`
+    /// behind PgBouncer 1.21+ with `max_prepared_statements` set; `false`
+    /// sends statements unnamed (see docs).
+    #[arg(long, env = "STRATA_DB_PERSISTENT_STATEMENTS", value_name = "STRATA_DB_PERSISTENT_STATEMENTS", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub db_persistent_statements: bool,
+
     /// Take the client address from the last `X-Forwarded-For` entry (set it
     /// only behind a proxy that writes that header), for login throttling.
     #[arg(long, env = "STRATA_TRUST_FORWARDED_FOR", value_name = "STRATA_TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set, global = true)]
@@ -120,6 +146,11 @@ impl Config {
             .cloned()
             .collect();
         db.max_connections = self.db_max_connections;
+        db.replica_max_connections = self.db_replica_max_connections;
+        db.acquire_timeout = Duration::from_millis(self.db_acquire_timeout_ms);
+        db.replica_acquire_timeout = Duration::from_millis(self.db_replica_acquire_timeout_ms);
+        db.replicas.max_lag = Duration::from_millis(self.replica_max_lag_ms);
+        db.persistent_statements = self.db_persistent_statements;
         db
     }
 }

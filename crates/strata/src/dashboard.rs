@@ -22,7 +22,7 @@ async fn dashboard(
     session: Session,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let figures = stats::dashboard(&app.db, session.tenant_id(), Utc::now()).await?;
+    let figures = stats::dashboard(&session.db(&app), session.tenant_id(), Utc::now()).await?;
     let bytes = serde_json::to_vec(&figures).map_err(|e| AppError::Internal(e.into()))?;
     Ok(json_with_etag(StatusCode::OK, bytes, &headers))
 }

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::col;
 use crate::model::{db_time, Role, Tenant, User};
 use crate::pool::Target;
+use crate::Lsn;
 use crate::{Db, DbError};
 
 /// Creates a tenant.
@@ -126,6 +127,16 @@ pub struct SessionRecord {
     pub role: Role,
     pub tenant_name: String,
     pub currency: String,
+    /// The primary's WAL position after the session's latest write.
+    pub last_write_lsn: Option<i64>,
+}
+
+impl SessionRecord {
+    /// The position this session's reads must see (read-your-writes).
+    pub fn last_write(&self) -> Option<Lsn> {
+        self.last_write_lsn
+            .map(|raw| Lsn::from_u64(raw.max(0) as u64))
+    }
 }
 
 /// Stores a new session under the hash of its token.
@@ -184,6 +195,7 @@ pub async fn session(
             Alias::new("tenant_name"),
         )
         .column((t.clone(), Alias::new("currency")))
+        .column((s.clone(), Alias::new("last_write_lsn")))
         .from(s.clone())
         .inner_join(
             u.clone(),
@@ -209,6 +221,27 @@ pub async fn extend_session(
         .table(Alias::new("sessions"))
         .value(Alias::new("expires_at"), db_time(expires_at))
         .and_where(col("id_hash").eq(token_hash.to_vec()))
+        .to_owned();
+    db.execute(&stmt).await?;
+    Ok(())
+}
+
+/// Remembers the position of a session's latest write, so its next reads,
+/// on any instance, wait for a replica that has replayed it. Never moves
+/// the position backwards (two concurrent requests of one session).
+pub async fn record_session_write(db: &Db, token_hash: &[u8], lsn: Lsn) -> Result<(), DbError> {
+    // Positions beyond i64 (only `Lsn::MAX`, "unknown") saturate: still a
+    // position no replica reaches, so the session reads from the primary.
+    let raw = i64::try_from(lsn.as_u64()).unwrap_or(i64::MAX);
+    let stmt = Query::update()
+        .table(Alias::new("sessions"))
+        .value(Alias::new("last_write_lsn"), raw)
+        .and_where(col("id_hash").eq(token_hash.to_vec()))
+        .and_where(
+            col("last_write_lsn")
+                .is_null()
+                .or(col("last_write_lsn").lt(raw)),
+        )
         .to_owned();
     db.execute(&stmt).await?;
     Ok(())

@@ -2,6 +2,7 @@
 //! files and real PostgreSQL databases, each test with its own.
 
 mod bench;
+mod cluster;
 mod indexes;
 mod replica;
 mod seeding;

@@ -17,6 +17,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use strata_db::model::Role;
 use strata_db::repo::auth as repo;
+use strata_db::{Db, ReadCtx};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -51,12 +52,34 @@ pub struct Session {
     pub token_hash: [u8; 32],
     pub user: UserView,
     pub tenant: TenantView,
+    /// Carries the position of the session's latest write into this
+    /// request's reads, and this request's writes back out.
+    pub ctx: ReadCtx,
 }
 
 impl Session {
     /// The tenant every query of this request is scoped to.
     pub fn tenant_id(&self) -> Uuid {
         self.tenant.id
+    }
+
+    /// The storage handle for this request: its reads see the session's own
+    /// writes (a replica serves them only once it has replayed them).
+    pub fn db(&self, app: &AppState) -> Db {
+        app.db.with_ctx(&self.ctx)
+    }
+
+    /// After a write: stores its commit position with the session, so the
+    /// session's next requests read their writes on any instance. A failure
+    /// here is logged, not returned: the write itself has succeeded, and
+    /// the worst outcome is one stale read from a lagging replica.
+    pub async fn remember_write(&self, app: &AppState) {
+        let Some(lsn) = self.ctx.last_write() else {
+            return;
+        };
+        if let Err(e) = repo::record_session_write(&app.db, &self.token_hash, lsn).await {
+            tracing::warn!(error = %e, "could not record the session's write position");
+        }
     }
 }
 
@@ -128,6 +151,7 @@ impl FromRequestParts<AppState> for Session {
         }
         Ok(Session {
             token_hash: hash,
+            ctx: ReadCtx::new(record.last_write()),
             user: UserView {
                 id: record.user_id,
                 email: record.email,

@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use strata_db::model::db_time;
 use strata_db::repo::{self, Resource};
-use strata_db::DbError;
+use strata_db::{Db, DbError};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -106,7 +106,8 @@ async fn list<R: ApiResource>(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let params = parse_list(&R::SPEC, raw.as_deref())?;
-    let (items, total) = repo::list::<R>(&app.db, session.tenant_id(), &params, Utc::now()).await?;
+    let (items, total) =
+        repo::list::<R>(&session.db(&app), session.tenant_id(), &params, Utc::now()).await?;
     let page = Page {
         items,
         page: params.page,
@@ -122,7 +123,7 @@ async fn read<R: ApiResource>(
     Id(id): Id,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let row = repo::get::<R>(&app.db, session.tenant_id(), id)
+    let row = repo::get::<R>(&session.db(&app), session.tenant_id(), id)
         .await?
         .ok_or(AppError::NotFound)?;
     Ok(json_with_etag(StatusCode::OK, to_json(&row)?, &headers))
@@ -131,7 +132,7 @@ async fn read<R: ApiResource>(
 /// Checks that every id the row points at is a row of the caller's tenant:
 /// another tenant's id is as unknown as a missing one (422 on the field).
 async fn check_references<R: ApiResource>(
-    app: &AppState,
+    db: &Db,
     tenant: Uuid,
     row: &R,
     before: Option<&R>,
@@ -143,7 +144,7 @@ async fn check_references<R: ApiResource>(
             continue;
         }
         let (field, table, id) = reference;
-        if !repo::exists(&app.db, table, tenant, id).await? {
+        if !repo::exists(db, table, tenant, id).await? {
             errors.push(FieldError::new(field, format!("no such record in {table}")));
         }
     }
@@ -183,10 +184,12 @@ async fn create<R: ApiResource>(
     row.rules(None, now, &mut errors);
     row.validate(&mut errors);
     errors.into_result()?;
-    check_references(&app, tenant, &row, None).await?;
-    repo::insert(&app.db, tenant, &row)
+    let db = session.db(&app);
+    check_references(&db, tenant, &row, None).await?;
+    repo::insert(&db, tenant, &row)
         .await
         .map_err(write_error(&row))?;
+    session.remember_write(&app).await;
     let bytes = to_json(&row)?;
     let mut response = json_with_etag(StatusCode::CREATED, bytes, &HeaderMap::new());
     let location = format!("/api/{}/{}", R::SPEC.name, row.id());
@@ -215,9 +218,10 @@ async fn patch<R: ApiResource>(
 ) -> Result<Response, AppError> {
     let tenant = session.tenant_id();
     let if_match = headers.contains_key(header::IF_MATCH);
+    let db = session.db(&app);
     for _ in 0..PATCH_ATTEMPTS {
         // The primary's copy: the version this write replaces.
-        let current = repo::get_current::<R>(&app.db, tenant, id)
+        let current = repo::get_current::<R>(&db, tenant, id)
             .await?
             .ok_or(AppError::NotFound)?;
         if if_match && !matches(&headers, header::IF_MATCH, &etag(&to_json(&current)?)) {
@@ -233,11 +237,12 @@ async fn patch<R: ApiResource>(
         row.rules(Some(&current), now, &mut errors);
         row.validate(&mut errors);
         errors.into_result()?;
-        check_references(&app, tenant, &row, Some(&current)).await?;
-        if repo::update(&app.db, tenant, &row, current.updated_at())
+        check_references(&db, tenant, &row, Some(&current)).await?;
+        if repo::update(&db, tenant, &row, current.updated_at())
             .await
             .map_err(write_error(&row))?
         {
+            session.remember_write(&app).await;
             return Ok(json_with_etag(
                 StatusCode::OK,
                 to_json(&row)?,
@@ -260,16 +265,20 @@ async fn delete<R: ApiResource>(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let tenant = session.tenant_id();
+    let db = session.db(&app);
     if headers.contains_key(header::IF_MATCH) {
-        let current = repo::get_current::<R>(&app.db, tenant, id)
+        let current = repo::get_current::<R>(&db, tenant, id)
             .await?
             .ok_or(AppError::NotFound)?;
         if !matches(&headers, header::IF_MATCH, &etag(&to_json(&current)?)) {
             return Err(stale_if_match());
         }
     }
-    match repo::delete::<R>(&app.db, tenant, id).await {
-        Ok(true) => Ok(StatusCode::NO_CONTENT.into_response()),
+    match repo::delete::<R>(&db, tenant, id).await {
+        Ok(true) => {
+            session.remember_write(&app).await;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
         Ok(false) => Err(AppError::NotFound),
         Err(DbError::ForeignKey(_)) => Err(AppError::Conflict(format!(
             "this {} is still referenced (e.g. by invoices); delete or reassign those first",

@@ -4,9 +4,12 @@
 
 mod auth;
 mod cli;
+#[path = "../../../strata-db/tests/it/cluster.rs"]
+mod cluster;
 mod isolation;
 mod lists;
 mod misc;
+mod replicas;
 mod resources;
 mod support;
 

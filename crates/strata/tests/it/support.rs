@@ -111,7 +111,7 @@ pub struct TestApp {
     pub db: Db,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     // Dropped last: the server must stop before its database goes.
-    _database: TestDb,
+    _database: Option<TestDb>,
 }
 
 /// Settings a test may change before the server starts.
@@ -126,6 +126,12 @@ impl TestApp {
         let database = TestDb::create(backend).await;
         let mut config = test_config(database.url());
         tweak(&mut config);
+        Self::start(config, Some(database)).await
+    }
+
+    /// Starts a server with this configuration; `database`, when given, is
+    /// dropped after the server stops.
+    pub async fn start(config: strata::Config, database: Option<TestDb>) -> TestApp {
         let db = Db::connect(&config.db()).await.expect("connect");
         db.migrate().await.expect("migrate");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -148,8 +154,8 @@ impl TestApp {
     /// The PostgreSQL database's name (`None` on SQLite).
     pub fn database_name(&self) -> Option<&str> {
         match &self._database {
-            TestDb::Postgres { name, .. } => Some(name),
-            TestDb::Sqlite { .. } => None,
+            Some(TestDb::Postgres { name, .. }) => Some(name),
+            _ => None,
         }
     }
 
