@@ -46,6 +46,12 @@ impl AppState {
     pub async fn new(config: Config, db: Db) -> anyhow::Result<Self> {
         let dummy_hash = auth::password::hash_blocking(auth::new_token()).await?;
         let throttle = Throttle::new(config.login_window());
+        // Before the first request: metrics recorded earlier would be lost.
+        if ops::metrics::install().is_none() {
+            tracing::warn!(
+                "another metrics recorder is installed; /metrics will not serve Strata's figures"
+            );
+        }
         Ok(AppState(Arc::new(AppInner {
             config,
             db,
@@ -77,6 +83,9 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::routes())
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
+        // Inside the router, so each request is counted under the route
+        // pattern that matched it.
+        .layer(axum::middleware::from_fn(ops::metrics::track))
         .with_state(state)
         .layer(layers)
 }

@@ -1,5 +1,7 @@
-//! Operator-facing routes: liveness and readiness. Public, and never return
-//! tenant data.
+//! Operator-facing routes: liveness and readiness (public) and Prometheus
+//! metrics (operator token). Never return tenant data.
+
+pub mod metrics;
 
 use axum::extract::State;
 use axum::routing::get;
@@ -13,6 +15,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::render))
 }
 
 /// The process is up and serving HTTP.

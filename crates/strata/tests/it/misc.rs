@@ -8,7 +8,68 @@ use serde_json::json;
 use crate::both;
 use crate::support::{Backend, TestApp};
 
-both!(dashboard_figures, health_and_routing, openapi_document);
+both!(
+    dashboard_figures,
+    health_and_routing,
+    openapi_document,
+    prometheus_metrics
+);
+
+async fn prometheus_metrics(backend: Backend) {
+    let hidden = TestApp::spawn(backend).await;
+    hidden
+        .anonymous()
+        .get("/metrics")
+        .await
+        .assert_error(404, "not_found");
+
+    let app = TestApp::spawn_with(backend, |c| {
+        c.admin_token = Some("operator-secret".to_owned())
+    })
+    .await;
+    let anon = app.anonymous();
+    anon.get("/metrics")
+        .await
+        .assert_error(401, "unauthenticated");
+    let wrong = anon
+        .request(
+            Method::GET,
+            "/metrics",
+            None,
+            &[("authorization", "Bearer operator-secreT")],
+        )
+        .await;
+    wrong.assert_error(401, "unauthenticated");
+    let alice = app.tenant("acme").await;
+    alice.get("/api/contacts").await.assert_status(200);
+    // A tenant's session is not an operator token.
+    alice
+        .get("/metrics")
+        .await
+        .assert_error(401, "unauthenticated");
+    let scrape = anon
+        .request(
+            Method::GET,
+            "/metrics",
+            None,
+            &[("authorization", "Bearer operator-secret")],
+        )
+        .await;
+    scrape.assert_status(200);
+    assert!(scrape
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/plain")));
+    let text = scrape.text;
+    for needle in [
+        "strata_http_requests_total{method=\"GET\",route=\"/api/contacts\",status=\"200\"}",
+        "strata_http_request_duration_seconds_bucket{method=\"GET\",route=\"/api/contacts\",le=\"0.001\"}",
+        "strata_db_queries_total{target=\"",
+    ] {
+        assert!(text.contains(needle), "metrics expose {needle}");
+    }
+    let tenant = alice.tenant_id.expect("tenant").to_string();
+    assert!(!text.contains(&tenant), "no tenant id in any label");
+}
 
 async fn dashboard_figures(backend: Backend) {
     let app = TestApp::spawn(backend).await;

@@ -29,6 +29,7 @@ async fn instance(cluster: &Cluster) -> TestApp {
     // The replica runs 2 s behind on purpose; within this bound it still
     // serves sessions that have not written (bounded staleness).
     config.replica_max_lag_ms = 10_000;
+    config.admin_token = Some("operator".to_owned());
     TestApp::start(config, None).await
 }
 
@@ -129,6 +130,25 @@ async fn sessions_read_their_writes_through_a_lagging_replica() {
         || async { replica_contact_reads(&replica).await >= before + 20 },
     )
     .await;
+
+    // The router's own figures: reads per target, lag.
+    let scrape = a
+        .anonymous()
+        .request(
+            reqwest::Method::GET,
+            "/metrics",
+            None,
+            &[("authorization", "Bearer operator")],
+        )
+        .await;
+    scrape.assert_status(200);
+    for needle in [
+        "strata_db_queries_total{target=\"replica\"",
+        "strata_db_replica_lag_seconds",
+        "strata_db_replica_usable",
+    ] {
+        assert!(scrape.text.contains(needle), "metrics expose {needle}");
+    }
 
     // A replica outage fails no request; reads move to the primary and
     // come back to the replica when it returns.

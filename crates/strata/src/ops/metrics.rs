@@ -1,0 +1,118 @@
+//! Prometheus metrics: the process-wide recorder every layer reports to
+//! (HTTP here, database routing in strata-db, the cache in tiered-cache),
+//! the HTTP middleware that times each request by route, and `GET /metrics`
+//! behind the operator token. Labels never carry a tenant.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::app::AppState;
+use crate::http::AppError;
+
+/// Requests answered, by `method`, `route` (the route pattern, never the
+/// raw path) and `status`.
+pub const HTTP_REQUESTS: &str = "strata_http_requests_total";
+/// Time to answer, by `method` and `route`.
+pub const HTTP_DURATION: &str = "strata_http_request_duration_seconds";
+
+/// Latency buckets: from a cached hit (~100 µs) to the request timeout.
+const BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// Installs the Prometheus recorder once per process and returns its handle
+/// (`None` when another recorder was installed first, e.g. by an embedding
+/// program; metrics then go there and `/metrics` says so).
+pub fn install() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("duration_seconds".to_owned()), BUCKETS)
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            // Histograms are folded in by upkeep; render() alone would let
+            // them grow between scrapes.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".to_owned())
+                .spawn(move || loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                })
+                .ok()?;
+            Some(handle)
+        })
+        .clone()
+}
+
+/// Counts and times every request under its route pattern.
+pub async fn track(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!(HTTP_DURATION, "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Whether the request carries the operator token. Without a configured
+/// token the operator routes do not exist (404); with one, a missing or
+/// wrong token is 401. Compared in constant time.
+pub fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    let Some(expected) = app.config.admin_token.as_deref().filter(|t| !t.is_empty()) else {
+        return Err(AppError::NotFound);
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .unwrap_or("");
+    let same_length = given.len() == expected.len();
+    let differences = given
+        .bytes()
+        .zip(expected.bytes())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    if same_length && differences == 0 {
+        Ok(())
+    } else {
+        Err(AppError::Unauthenticated(
+            "the operator token is missing or wrong",
+        ))
+    }
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub async fn render(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
+    authorize(&app, &headers)?;
+    let Some(handle) = install() else {
+        return Err(AppError::Unavailable {
+            message: "another metrics recorder is installed in this process".to_owned(),
+            retry_after: 60,
+        });
+    };
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+        .into_response())
+}
