@@ -255,17 +255,28 @@ fn resource_paths<R: ApiResource>(doc: &mut Document) {
             .insert("ETag".to_owned(), etag_header.clone());
         response
     };
-    let body = RequestBodyBuilder::new()
-        .required(Some(Required::True))
-        .description(Some(format!(
-            "Required on create: {}",
-            R::REQUIRED.join(", ")
-        )))
-        .content(
-            "application/json",
-            json_content(Ref::from_schema_name(input.clone())),
-        )
-        .build();
+    // Create takes the patch input with its required fields marked so.
+    let create_schema = format!("{}Create", R::name());
+    if let Some(components) = doc.components.as_mut() {
+        if let Some(RefOr::T(Schema::Object(mut object))) = components.schemas.get(&input).cloned()
+        {
+            object.required = R::REQUIRED.iter().map(|f| (*f).to_owned()).collect();
+            components
+                .schemas
+                .insert(create_schema.clone(), RefOr::T(Schema::Object(object)));
+        }
+    }
+    let request_body = |schema: &str| {
+        RequestBodyBuilder::new()
+            .required(Some(Required::True))
+            .content(
+                "application/json",
+                json_content(Ref::from_schema_name(schema)),
+            )
+            .build()
+    };
+    let create_body = request_body(&create_schema);
+    let body = request_body(&input);
     let page = ObjectBuilder::new()
         .property("items", ArrayBuilder::new().items(object()))
         .property(
@@ -319,7 +330,7 @@ fn resource_paths<R: ApiResource>(doc: &mut Document) {
         )
         .build();
     let create: Operation = op(format!("create_{name}"), format!("Create one of {name}"))
-        .request_body(Some(body.clone()))
+        .request_body(Some(create_body))
         .response("201", with_etag("Created; Location names it"))
         .response("400", error_response("Malformed JSON"))
         .response("409", error_response("Unique number already used"))

@@ -29,7 +29,11 @@ pub fn routes() -> Router<AppState> {
 /// Credentials for `POST /api/auth/login`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct LoginRequest {
+    // Read as `Option` so a missing field is a 422 naming it, not a
+    // generic parse error; documented as required.
+    #[schema(value_type = String, min_length = 1, required = true)]
     pub email: Option<String>,
+    #[schema(value_type = String, min_length = 1, required = true)]
     pub password: Option<String>,
 }
 
