@@ -1,8 +1,10 @@
 //! The application: shared state, the router with its middleware, and the
 //! server loop. Everything a request needs hangs off [`AppState`].
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +28,8 @@ pub struct AppInner {
     pub config: Config,
     pub db: Db,
     pub throttle: Throttle,
+    /// Set once shutdown begins: `/readyz` answers 503 from then on.
+    pub draining: AtomicBool,
     /// A hash that login verifies against when the email is unknown, so
     /// unknown and known emails take the same time.
     pub dummy_hash: String,
@@ -56,6 +60,7 @@ impl AppState {
             config,
             db,
             throttle,
+            draining: AtomicBool::new(false),
             dummy_hash,
         })))
     }
@@ -90,12 +95,16 @@ pub fn router(state: AppState) -> Router {
         .layer(layers)
 }
 
-/// Deletes expired sessions now and then, so the table does not grow forever.
-fn spawn_session_purge(db: Db) {
+/// Deletes expired sessions now and then, so the table does not grow
+/// forever. Stops when `stop` fires.
+fn spawn_session_purge(db: Db, mut stop: tokio::sync::watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(600));
         loop {
-            every.tick().await;
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.changed() => return,
+            }
             match strata_db::repo::auth::purge_expired_sessions(&db, chrono::Utc::now()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(sessions = n, "purged expired sessions"),
@@ -105,19 +114,56 @@ fn spawn_session_purge(db: Db) {
     });
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then lets
-/// in-flight requests finish and closes the pools.
+/// Serves the API on `listener` until `shutdown` completes, then shuts down
+/// in order: `/readyz` answers 503 at once (so load balancers stop sending),
+/// after `shutdown_grace` the listener closes, in-flight requests get up to
+/// `drain_timeout` to finish (idle keep-alive connections must not hold the
+/// process: the deadline is hard), background tasks stop, pools close.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let db = state.db.clone();
-    spawn_session_purge(db.clone());
+    let grace = state.config.shutdown_grace();
+    let drain = state.config.drain_timeout();
+    let draining = state.clone();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    spawn_session_purge(db.clone(), stop_rx);
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop_accepting = async move {
+        shutdown.await;
+        draining.draining.store(true, Ordering::Release);
+        tracing::info!(
+            grace_secs = grace.as_secs_f64(),
+            "shutting down: /readyz now answers 503"
+        );
+        tokio::time::sleep(grace).await;
+        tracing::info!(
+            drain_secs = drain.as_secs_f64(),
+            "closing the listener; draining in-flight requests"
+        );
+        let _ = closed_tx.send(());
+    };
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(stop_accepting)
+        .into_future();
+    tokio::pin!(server);
+    let deadline = async move {
+        // Only starts counting once the listener is closed.
+        if closed_rx.await.is_ok() {
+            tokio::time::sleep(drain).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = &mut server => result?,
+        _ = deadline => tracing::warn!("drain deadline reached; closing the remaining connections"),
+    }
+    let _ = stop_tx.send(true);
     db.close().await;
+    tracing::info!("stopped");
     Ok(())
 }

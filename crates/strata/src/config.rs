@@ -103,6 +103,16 @@ pub struct Config {
     #[arg(long, env = "STRATA_DB_PERSISTENT_STATEMENTS", value_name = "STRATA_DB_PERSISTENT_STATEMENTS", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub db_persistent_statements: bool,
 
+    /// On SIGTERM/SIGINT, how long `/readyz` answers 503 while still serving
+    /// before the listener closes (let load balancers notice), in seconds.
+    #[arg(long, env = "STRATA_SHUTDOWN_GRACE", value_name = "STRATA_SHUTDOWN_GRACE", default_value_t = 0.0, value_parser = parse_seconds, global = true)]
+    pub shutdown_grace_secs: f64,
+
+    /// After the listener closes, the longest wait for in-flight requests
+    /// before the process exits anyway, in seconds.
+    #[arg(long, env = "STRATA_DRAIN_TIMEOUT", value_name = "STRATA_DRAIN_TIMEOUT", default_value_t = 30.0, value_parser = parse_seconds, global = true)]
+    pub drain_timeout_secs: f64,
+
     /// Take the client address from the last `X-Forwarded-For` entry (set it
     /// only behind a proxy that writes that header), for login throttling.
     #[arg(long, env = "STRATA_TRUST_FORWARDED_FOR", value_name = "STRATA_TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set, global = true)]
@@ -125,6 +135,14 @@ impl Config {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs_f64(self.shutdown_grace_secs)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.drain_timeout_secs)
     }
 
     pub fn login_window(&self) -> Duration {
@@ -152,6 +170,13 @@ impl Config {
         db.replicas.max_lag = Duration::from_millis(self.replica_max_lag_ms);
         db.persistent_statements = self.db_persistent_statements;
         db
+    }
+}
+
+fn parse_seconds(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(secs) if (0.0..=3600.0).contains(&secs) => Ok(secs),
+        _ => Err("must be a number of seconds from 0 to 3600".to_owned()),
     }
 }
 

@@ -25,6 +25,12 @@ async fn healthz() -> Json<Value> {
 
 /// The primary answers and every migration is applied.
 async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, AppError> {
+    if app.draining.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(AppError::Unavailable {
+            message: "shutting down".to_owned(),
+            retry_after: 1,
+        });
+    }
     let unavailable = |message: &str| AppError::Unavailable {
         message: message.to_owned(),
         retry_after: 1,

@@ -112,9 +112,9 @@ async fn first_start_creates_the_demo_tenant() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_demo_flag_and_sigterm() {
+async fn no_demo_flag_and_graceful_sigterm() {
     let db = TestDb::create(Backend::Sqlite).await;
-    let mut server = Server::start(db.url(), &["--no-demo"]);
+    let mut server = Server::start(db.url(), &["--no-demo", "--shutdown-grace-secs", "2"]);
     let anon = Client::new(&server.base, None);
     anon.post(
         "/api/auth/login",
@@ -128,6 +128,22 @@ async fn no_demo_flag_and_sigterm() {
         .status()
         .expect("kill")
         .success());
+    // During the grace period: not ready (load balancers stop sending),
+    // yet still alive and still serving.
+    let drained = || async { anon.get("/readyz").await.status.as_u16() == 503 };
+    let started = Instant::now();
+    while !drained().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "/readyz turns 503 at once"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    anon.get("/readyz").await.assert_error(503, "unavailable");
+    anon.get("/healthz").await.assert_status(200);
+    anon.get("/api/contacts")
+        .await
+        .assert_error(401, "unauthenticated");
     let started = Instant::now();
     let status = loop {
         if let Some(status) = server.child.try_wait().expect("wait") {
