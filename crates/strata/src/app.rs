@@ -19,7 +19,7 @@ use tower_http::request_id::{
 };
 use tower_http::trace::TraceLayer;
 
-use crate::auth::throttle::Throttle;
+use crate::auth::throttle::{Throttle, WriteLimiter};
 use crate::config::Config;
 use crate::{auth, dashboard, http, openapi, ops, resources};
 
@@ -28,6 +28,7 @@ pub struct AppInner {
     pub config: Config,
     pub db: Db,
     pub throttle: Throttle,
+    pub writes: WriteLimiter,
     /// Set once shutdown begins: `/readyz` answers 503 from then on.
     pub draining: AtomicBool,
     /// A hash that login verifies against when the email is unknown, so
@@ -50,6 +51,7 @@ impl AppState {
     pub async fn new(config: Config, db: Db) -> anyhow::Result<Self> {
         let dummy_hash = auth::password::hash_blocking(auth::new_token()).await?;
         let throttle = Throttle::new(config.login_window());
+        let writes = WriteLimiter::new(config.write_rate, f64::from(config.write_burst));
         // Before the first request: metrics recorded earlier would be lost.
         if ops::metrics::install().is_none() {
             tracing::warn!(
@@ -61,6 +63,7 @@ impl AppState {
             db,
             throttle,
             draining: AtomicBool::new(false),
+            writes,
             dummy_hash,
         })))
     }

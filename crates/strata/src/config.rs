@@ -113,6 +113,15 @@ pub struct Config {
     #[arg(long, env = "STRATA_DRAIN_TIMEOUT", value_name = "STRATA_DRAIN_TIMEOUT", default_value_t = 30.0, value_parser = parse_seconds, global = true)]
     pub drain_timeout_secs: f64,
 
+    /// Writes (create, patch, delete) a session may make per second on
+    /// average before answering 429 with `Retry-After`.
+    #[arg(long, env = "STRATA_WRITE_RATE", value_name = "STRATA_WRITE_RATE", default_value_t = 20.0, value_parser = parse_rate, global = true)]
+    pub write_rate: f64,
+
+    /// Writes a session may make in a burst above that rate.
+    #[arg(long, env = "STRATA_WRITE_BURST", value_name = "STRATA_WRITE_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000), global = true)]
+    pub write_burst: u32,
+
     /// Take the client address from the last `X-Forwarded-For` entry (set it
     /// only behind a proxy that writes that header), for login throttling.
     #[arg(long, env = "STRATA_TRUST_FORWARDED_FOR", value_name = "STRATA_TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set, global = true)]
@@ -170,6 +179,13 @@ impl Config {
         db.replicas.max_lag = Duration::from_millis(self.replica_max_lag_ms);
         db.persistent_statements = self.db_persistent_statements;
         db
+    }
+}
+
+fn parse_rate(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate <= 1_000_000.0 => Ok(rate),
+        _ => Err("must be a number of writes per second above 0".to_owned()),
     }
 }
 

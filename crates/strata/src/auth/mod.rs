@@ -69,6 +69,14 @@ impl Session {
         app.db.with_ctx(&self.ctx)
     }
 
+    /// Admits one write of this session, or answers 429 with how long to
+    /// wait: one client cannot flood the primary.
+    pub fn admit_write(&self, app: &AppState) -> Result<(), AppError> {
+        app.writes
+            .take(&self.token_hash)
+            .map_err(|retry_after| AppError::RateLimited { retry_after })
+    }
+
     /// After a write: stores its commit position with the session, so the
     /// session's next requests read their writes on any instance. A failure
     /// here is logged, not returned: the write itself has succeeded, and

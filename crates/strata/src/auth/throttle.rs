@@ -59,3 +59,53 @@ impl Throttle {
         self.windows.invalidate(key);
     }
 }
+
+/// A token bucket per key (a session): `rate` writes a second on average,
+/// bursts up to `burst`. In memory per instance, bounded, idle buckets
+/// dropped after ten minutes.
+pub struct WriteLimiter {
+    buckets: Cache<[u8; 32], Arc<std::sync::Mutex<Bucket>>>,
+    rate: f64,
+    burst: f64,
+}
+
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+impl WriteLimiter {
+    pub fn new(rate: f64, burst: f64) -> Self {
+        WriteLimiter {
+            buckets: Cache::builder()
+                .max_capacity(200_000)
+                .time_to_idle(Duration::from_secs(600))
+                .build(),
+            rate,
+            burst: burst.max(1.0),
+        }
+    }
+
+    /// Takes one token for `key`; `Err(seconds)` to wait when there is none.
+    pub fn take(&self, key: &[u8; 32]) -> Result<(), u64> {
+        let bucket = self.buckets.get_with(*key, || {
+            Arc::new(std::sync::Mutex::new(Bucket {
+                tokens: self.burst,
+                updated: Instant::now(),
+            }))
+        });
+        let mut bucket = bucket
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        let refill = now.duration_since(bucket.updated).as_secs_f64() * self.rate;
+        bucket.tokens = (bucket.tokens + refill).min(self.burst);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - bucket.tokens) / self.rate).ceil().max(1.0) as u64)
+        }
+    }
+}

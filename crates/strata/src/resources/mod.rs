@@ -176,6 +176,7 @@ async fn create<R: ApiResource>(
     session: Session,
     JsonBody(input): JsonBody<R::Input>,
 ) -> Result<Response, AppError> {
+    session.admit_write(&app)?;
     let tenant = session.tenant_id();
     let now = db_time(Utc::now());
     let mut row = R::blank(tenant, Uuid::now_v7(), now);
@@ -216,6 +217,7 @@ async fn patch<R: ApiResource>(
     headers: HeaderMap,
     JsonBody(input): JsonBody<R::Input>,
 ) -> Result<Response, AppError> {
+    session.admit_write(&app)?;
     let tenant = session.tenant_id();
     let if_match = headers.contains_key(header::IF_MATCH);
     let db = session.db(&app);
@@ -264,6 +266,7 @@ async fn delete<R: ApiResource>(
     Id(id): Id,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
+    session.admit_write(&app)?;
     let tenant = session.tenant_id();
     let db = session.db(&app);
     if headers.contains_key(header::IF_MATCH) {

@@ -13,7 +13,8 @@ both!(
     login_rotates_session,
     throttles_failed_logins,
     every_private_route_needs_a_session,
-    login_input_errors
+    login_input_errors,
+    writes_are_rate_limited_per_session
 );
 
 async fn login_returns_session_usable_by_cookie_and_bearer(backend: Backend) {
@@ -258,4 +259,32 @@ async fn login_input_errors(backend: Backend) {
         .await;
     unknown.assert_error(422, "validation_failed");
     assert_eq!(unknown.error_fields(), vec!["remember"]);
+}
+
+async fn writes_are_rate_limited_per_session(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.write_rate = 0.5;
+        c.write_burst = 3;
+    })
+    .await;
+    let alice = app.tenant("acme").await;
+    for i in 0..3 {
+        alice
+            .create("contacts", json!({"first_name": format!("C{i}")}))
+            .await;
+    }
+    let refused = alice
+        .post("/api/contacts", &json!({"first_name": "One too many"}))
+        .await;
+    refused.assert_error(429, "rate_limited");
+    let retry: u64 = refused
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After seconds");
+    assert!((1..=2).contains(&retry), "{retry}");
+    // Reads are not limited, and nothing of the refused write was stored.
+    assert_eq!(alice.get("/api/contacts").await.json()["total"], 3);
+    // Another session has its own allowance.
+    let bob = app.tenant("globex").await;
+    bob.create("contacts", json!({"first_name": "Bob's"})).await;
 }
