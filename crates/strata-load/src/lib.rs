@@ -50,6 +50,10 @@ pub enum Mode {
     Closed { users: usize, think: Duration },
     /// Requests start at `rate` per second, spread round-robin over `users`
     /// logged-in sessions, with at most `max_in_flight` outstanding.
+    ///
+    /// The server limits writes per session (`STRATA_WRITE_RATE`, 20/s by
+    /// default) and the mix writes 10 %: keep `rate / users` under 200 (or
+    /// raise the server's limit), or the report fills with 429s.
     Open {
         rate: f64,
         users: usize,

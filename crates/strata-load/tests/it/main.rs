@@ -63,9 +63,12 @@ async fn a_closed_loop_exercises_every_class_without_errors() {
     let mut config = LoadConfig::smoke(vec![server.base.clone()]);
     config.tenants = 2;
     config.password = "load-test-password".to_owned();
+    // At most 100 requests per second per user (think time ≥ 5 ms), so at
+    // most ~10 writes per second per session: well under the server's
+    // per-session write limit (STRATA_WRITE_RATE, 20/s) on any machine.
     config.mode = Mode::Closed {
-        users: 8,
-        think: Duration::from_millis(2),
+        users: 16,
+        think: Duration::from_millis(10),
     };
     config.duration = Duration::from_secs(3);
     config.server_pid = Some(std::process::id());
@@ -93,7 +96,7 @@ async fn a_closed_loop_exercises_every_class_without_errors() {
     }
     assert_eq!(
         report.class(Class::Login).requests,
-        8,
+        16,
         "each user logs in once"
     );
     assert_eq!(
@@ -118,7 +121,7 @@ async fn a_closed_loop_exercises_every_class_without_errors() {
         .map(|c| report.class(*c).requests)
         .sum();
     assert_eq!(report.all.requests, mix);
-    assert_eq!(report.requests, mix + 8);
+    assert_eq!(report.requests, mix + 16);
     assert!(report.throughput_rps > 0.0);
     assert!(
         (0.02..0.25).contains(&report.write_share),
