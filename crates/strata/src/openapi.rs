@@ -337,6 +337,10 @@ fn resource_paths<R: ApiResource>(doc: &mut Document) {
         .response("413", error_response("Body too large"))
         .response("415", error_response("Body is not JSON"))
         .response("422", error_response("A field breaks a rule"))
+        .response(
+            "429",
+            error_response("Too many writes from this session; see Retry-After"),
+        )
         .build();
     let read: Operation = op(format!("get_{name}"), format!("Get one of {name}"))
         .parameter(id_parameter())
@@ -368,11 +372,19 @@ fn resource_paths<R: ApiResource>(doc: &mut Document) {
     .response("413", error_response("Body too large"))
     .response("415", error_response("Body is not JSON"))
     .response("422", error_response("A field breaks a rule"))
+    .response(
+        "429",
+        error_response("Too many writes from this session; see Retry-After"),
+    )
     .build();
     let delete: Operation = op(format!("delete_{name}"), format!("Delete one of {name}"))
         .parameter(id_parameter())
         .parameter(if_match)
         .response("204", empty_response("Deleted"))
+        .response(
+            "429",
+            error_response("Too many writes from this session; see Retry-After"),
+        )
         .response("400", error_response("Malformed id"))
         .response(
             "404",
