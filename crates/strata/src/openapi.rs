@@ -13,7 +13,7 @@ use strata_db::model::{
     InvoiceStatus, Line, Order, OrderStats, OrderStatus, Role, Task, TaskPriority, TaskStats,
     TaskStatus,
 };
-use strata_db::repo::{FilterKind, Spec};
+use strata_db::repo::{FilterKind, Spec, TAG_FILTER_MAX, TEXT_FILTER_MAX};
 use utoipa::openapi::path::{
     HttpMethod, Operation, OperationBuilder, Parameter, ParameterBuilder, ParameterIn,
 };
@@ -148,6 +148,15 @@ fn string_enum(values: impl IntoIterator<Item = String>) -> Schema {
         .into()
 }
 
+/// A non-empty string of at most `max` characters.
+fn bounded_string(max: usize) -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(max))
+        .into()
+}
+
 fn uuid_schema() -> Schema {
     ObjectBuilder::new()
         .schema_type(Type::String)
@@ -205,22 +214,8 @@ fn list_parameters(spec: &Spec) -> Vec<Parameter> {
                 string_enum(values.iter().map(|v| (*v).to_owned())),
             ),
             FilterKind::Id(_) => ("refers to this id", uuid_schema()),
-            FilterKind::TextCi(_) => (
-                "equal to, ignoring case",
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .min_length(Some(1))
-                    .max_length(Some(200))
-                    .into(),
-            ),
-            FilterKind::Tag => (
-                "carries this tag",
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .min_length(Some(1))
-                    .max_length(Some(40))
-                    .into(),
-            ),
+            FilterKind::TextCi(_) => ("equal to, ignoring case", bounded_string(TEXT_FILTER_MAX)),
+            FilterKind::Tag => ("carries this tag", bounded_string(TAG_FILTER_MAX)),
             FilterKind::Open => (
                 "`true`: stage not won or lost",
                 ObjectBuilder::new().schema_type(Type::Boolean).into(),

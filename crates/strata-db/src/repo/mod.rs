@@ -49,6 +49,11 @@ pub enum FilterKind {
     Before(&'static str),
 }
 
+/// The longest value of a case-insensitive text filter, in characters.
+pub const TEXT_FILTER_MAX: usize = 200;
+/// The longest value of the tag filter, in characters.
+pub const TAG_FILTER_MAX: usize = 40;
+
 /// A list filter parameter of a resource.
 #[derive(Debug)]
 pub struct FilterSpec {
@@ -165,14 +170,16 @@ impl FilterSpec {
             FilterKind::Id(column) => Uuid::parse_str(raw)
                 .map(|id| Filter::Eq(column, id.into()))
                 .map_err(|_| "is not a valid id".to_owned()),
-            FilterKind::TextCi(column) if !raw.is_empty() && raw.chars().count() <= 200 => {
+            FilterKind::TextCi(column)
+                if !raw.is_empty() && raw.chars().count() <= TEXT_FILTER_MAX =>
+            {
                 Ok(Filter::TextCi(column, raw.to_owned()))
             }
-            FilterKind::TextCi(_) => Err("must be 1 to 200 characters".to_owned()),
-            FilterKind::Tag if !raw.is_empty() && raw.chars().count() <= 40 => {
+            FilterKind::TextCi(_) => Err(format!("must be 1 to {TEXT_FILTER_MAX} characters")),
+            FilterKind::Tag if !raw.is_empty() && raw.chars().count() <= TAG_FILTER_MAX => {
                 Ok(Filter::Tag(raw.to_owned()))
             }
-            FilterKind::Tag => Err("must be 1 to 40 characters".to_owned()),
+            FilterKind::Tag => Err(format!("must be 1 to {TAG_FILTER_MAX} characters")),
             FilterKind::Open => boolean(raw).map(Filter::Open),
             FilterKind::Overdue => boolean(raw).map(Filter::Overdue),
             FilterKind::Before(column) => parse_instant(raw)
