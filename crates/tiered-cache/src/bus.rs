@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use tokio::sync::oneshot;
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::{oneshot, Notify};
 
 use crate::key::L1KeyRef;
 use crate::Inner;
@@ -85,6 +85,32 @@ pub(crate) fn parse(payload: &str) -> Option<Message<'_>> {
                 params,
             })
         }
+    }
+}
+
+/// Callers of [`TieredCache::sync`](crate::TieredCache::sync) waiting for the next barrier: a
+/// PING on the subscription connection, whose reply Redis sends after every message published
+/// before it. One barrier serves every caller that arrived before it was sent.
+#[derive(Default)]
+pub(crate) struct Barrier {
+    waiters: std::sync::Mutex<Vec<oneshot::Sender<()>>>,
+    wake: Notify,
+}
+
+impl Barrier {
+    /// Joins the next barrier; the receiver fires once it has passed (or errs if the bus is lost).
+    pub(crate) fn join(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
+        self.wake.notify_one();
+        rx
+    }
+
+    fn take(&self) -> Vec<oneshot::Sender<()>> {
+        std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -183,6 +209,30 @@ async fn listen(
                 Some(msg) => apply(inner, msg.get_payload_bytes()),
                 None => return Ended::Lost,
             },
+            _ = inner.barrier.wake.notified() => {
+                // Taken before the PING is sent: every one of them asked before it, so every
+                // message published before they asked arrives ahead of its reply.
+                let waiters = inner.barrier.take();
+                if waiters.is_empty() {
+                    continue;
+                }
+                let pong = tokio::time::timeout(ping_timeout, sink.ping::<redis::Value>()).await;
+                if !matches!(pong, Ok(Ok(_))) {
+                    return Ended::Lost; // Dropping the waiters releases them.
+                }
+                // The client has queued those messages before handing over the reply: apply them
+                // before releasing anyone.
+                loop {
+                    match stream.next().now_or_never() {
+                        Some(Some(msg)) => apply(inner, msg.get_payload_bytes()),
+                        Some(None) => return Ended::Lost,
+                        None => break,
+                    }
+                }
+                for waiter in waiters {
+                    let _ = waiter.send(());
+                }
+            }
             _ = tick.tick() => {
                 // A half-open TCP connection delivers nothing and reports nothing; only a
                 // round trip shows it is gone.

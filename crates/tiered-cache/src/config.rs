@@ -16,6 +16,7 @@ pub struct Policy {
     pub(crate) l1_ttl: Duration,
     pub(crate) jitter: Duration,
     pub(crate) stale_grace: Option<Duration>,
+    pub(crate) l2: bool,
 }
 
 impl Policy {
@@ -26,6 +27,7 @@ impl Policy {
             l1_ttl: ttl.min(Duration::from_secs(10)),
             jitter: Duration::ZERO,
             stale_grace: None,
+            l2: true,
         }
     }
 
@@ -48,6 +50,14 @@ impl Policy {
     /// L2 entries are not kept longer: the grace applies to what this instance holds.
     pub fn fail_safe(mut self, grace: Duration) -> Self {
         self.stale_grace = Some(grace);
+        self
+    }
+
+    /// Keep values of this label in L1 only, never in L2: for a local copy of something whose
+    /// source of truth already is in Redis (e.g. sessions), where an L2 copy would only double
+    /// it. Invalidations still go through Redis and the bus, so every instance drops its copy.
+    pub fn local_only(mut self) -> Self {
+        self.l2 = false;
         self
     }
 }
@@ -102,6 +112,8 @@ impl Default for CacheBuilder {
 
 impl CacheBuilder {
     /// Upper bound of L1 in bytes (keys + values + a fixed per-entry overhead). Default 64 MiB.
+    /// 0 turns L1 off: every lookup goes to L2 (and values of [`Policy::local_only`] labels are
+    /// not kept at all).
     pub fn l1_max_bytes(mut self, bytes: u64) -> Self {
         self.l1_max_bytes = bytes;
         self

@@ -37,7 +37,8 @@ impl quick_cache::Weighter<L1Key, Entry> for Weigh {
 /// after a maintenance pass. It has no TTL: deadlines live in the entry and are checked on read;
 /// an expired entry still counts against the bound until read, evicted or replaced.
 pub(crate) struct L1 {
-    cache: quick_cache::sync::Cache<L1Key, Entry, Weigh>,
+    /// `None` when the bound is 0 bytes: L1 is off and every lookup goes to L2.
+    cache: Option<quick_cache::sync::Cache<L1Key, Entry, Weigh>>,
 }
 
 pub(crate) enum Lookup {
@@ -53,7 +54,9 @@ impl L1 {
         // The item estimate only sizes the tables up front; 2 KiB per entry is a guess.
         let estimated_items = (max_bytes / 2048).clamp(16, 1 << 22) as usize;
         Self {
-            cache: quick_cache::sync::Cache::with_weighter(estimated_items, max_bytes, Weigh),
+            cache: (max_bytes > 0).then(|| {
+                quick_cache::sync::Cache::with_weighter(estimated_items, max_bytes, Weigh)
+            }),
         }
     }
 
@@ -65,7 +68,10 @@ impl L1 {
         now: Instant,
         max_age: Option<Duration>,
     ) -> Lookup {
-        let Some(e) = self.cache.get(key) else {
+        let Some(cache) = &self.cache else {
+            return Lookup::Miss;
+        };
+        let Some(e) = cache.get(key) else {
             return Lookup::Miss;
         };
         let trusted = max_age.is_none_or(|age| now.saturating_duration_since(e.stored_at) <= age);
@@ -75,7 +81,7 @@ impl L1 {
             Lookup::Stale(e.value)
         } else {
             // Only remove the entry we looked at: a concurrent fill may have replaced it.
-            self.cache.remove_if(key, |cur| cur.stale_until <= now);
+            cache.remove_if(key, |cur| cur.stale_until <= now);
             Lookup::Miss
         }
     }
@@ -83,18 +89,22 @@ impl L1 {
     /// Stores an entry. quick_cache refuses (silently) one heavier than a shard's share of the
     /// bound; that is right for a cache: such a value is served but not kept.
     pub(crate) fn insert(&self, key: L1Key, entry: Entry) {
-        self.cache.insert(key, entry);
+        if let Some(cache) = &self.cache {
+            cache.insert(key, entry);
+        }
     }
 
     pub(crate) fn remove(&self, key: &L1KeyRef<'_>) {
-        self.cache.remove(key);
+        if let Some(cache) = &self.cache {
+            cache.remove(key);
+        }
     }
 
     pub(crate) fn entries(&self) -> u64 {
-        self.cache.len() as u64
+        self.cache.as_ref().map_or(0, |c| c.len() as u64)
     }
 
     pub(crate) fn bytes(&self) -> u64 {
-        self.cache.weight()
+        self.cache.as_ref().map_or(0, |c| c.weight())
     }
 }

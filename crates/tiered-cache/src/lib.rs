@@ -72,6 +72,8 @@ pub(crate) struct Inner {
     /// Namespaces invalidated locally while Redis was unreachable, by escaped name: the
     /// invalidation is replayed in Redis (and so reaches the other instances) when it answers.
     pending: Mutex<HashMap<Box<str>, Namespace>>,
+    barrier: bus::Barrier,
+    sync_timeout: Duration,
 }
 
 impl TieredCache {
@@ -116,6 +118,8 @@ impl TieredCache {
             untrusted_l1_max_age: b.untrusted_l1_max_age,
             condition: b.condition,
             pending: Mutex::default(),
+            barrier: bus::Barrier::default(),
+            sync_timeout: b.l2_timeout,
         });
         let mut cache = TieredCache {
             inner: inner.clone(),
@@ -216,8 +220,9 @@ impl TieredCache {
         let inner = &self.inner;
         let value = value.into();
         let resolved = inner.resolve(key.namespace(), Instant::now()).await;
-        let (l1_ttl, l2_ttl, grace) = inner.ttls(key.namespace().label());
-        if let (Some(l2), true) = (&inner.l2, resolved.in_redis()) {
+        let label = key.namespace().label();
+        let (l1_ttl, l2_ttl, grace) = inner.ttls(label);
+        if let (Some(l2), true) = (&inner.l2, resolved.in_redis() && inner.policy(label).l2) {
             let data_key = key::data_key(&inner.prefix, key, resolved.generation);
             let msg = inner.dropped_message(key, resolved.generation);
             l2.set(&inner.stats, &data_key, &value, l2_ttl, &msg).await;
@@ -297,6 +302,26 @@ impl TieredCache {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(ns.id().into(), ns.clone());
+        }
+    }
+
+    /// Waits until every invalidation and deletion published (by any instance) before this call
+    /// has been applied here: a read-your-writes barrier for a request that may follow a write
+    /// made through another instance. Costs one round trip on the bus connection, shared by all
+    /// callers that arrive while one is in flight; no Redis command per caller.
+    ///
+    /// Returns at once without Redis or while the bus is down (generations are then re-read from
+    /// Redis, which is current anyway), and after the L2 timeout if the bus does not answer in
+    /// time (counted in `tiered_cache_sync_timeouts_total`).
+    pub async fn sync(&self) {
+        let inner = &self.inner;
+        if inner.l2.is_none() || !inner.stats.bus_connected() {
+            return;
+        }
+        let passed = inner.barrier.join();
+        if tokio::time::timeout(inner.sync_timeout, passed).await.is_err() {
+            inner.stats.sync_timeout();
+            tracing::debug!("bus barrier timed out");
         }
     }
 
@@ -448,10 +473,11 @@ impl Inner {
     /// An L2 lookup, copied into L1 on a hit. `None` on a miss or when Redis is unavailable.
     async fn l2_get(&self, key: &Key, data_key: &str, resolved: &Resolved) -> Option<Bytes> {
         let l2 = self.l2.as_ref()?;
-        if !resolved.in_redis() {
-            return None; // A local generation: nothing in Redis is stored under it.
-        }
         let label = key.namespace().label();
+        if !resolved.in_redis() || !self.policy(label).l2 {
+            // A local generation (nothing in Redis is stored under it), or a local-only label.
+            return None;
+        }
         match l2.get(&self.stats, data_key).await.flatten() {
             Some(v) => {
                 self.stats.hit(Layer::L2, label);
@@ -584,7 +610,8 @@ impl Inner {
     ) -> FillOutcome {
         let ns = ctx.key.namespace();
         let (l1_ttl, l2_ttl, grace) = self.ttls(ns.label());
-        if let (Some(l2), true) = (&self.l2, resolved.in_redis()) {
+        let in_l2 = resolved.in_redis() && self.policy(ns.label()).l2;
+        if let (Some(l2), true) = (&self.l2, in_l2) {
             let gen_key = key::generation_key(&self.prefix, ns);
             let stored = l2
                 .store_if_generation(
@@ -627,9 +654,13 @@ impl Inner {
             .maybe_l1_size(|| (self.l1.entries(), self.l1.bytes()));
     }
 
+    fn policy(&self, label: &str) -> &Policy {
+        self.policies.get(label).unwrap_or(&self.default_policy)
+    }
+
     /// `(L1 TTL, L2 TTL, fail-safe grace)` for one stored entry, jitter included.
     fn ttls(&self, label: &str) -> (Duration, Duration, Duration) {
-        let p = self.policies.get(label).unwrap_or(&self.default_policy);
+        let p = self.policy(label);
         let jitter = if p.jitter.is_zero() {
             Duration::ZERO
         } else {

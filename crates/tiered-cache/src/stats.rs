@@ -24,6 +24,7 @@ const BREAKER_STATE: &str = "tiered_cache_breaker_state";
 const BUS_CONNECTED: &str = "tiered_cache_bus_connected";
 const L1_ENTRIES: &str = "tiered_cache_l1_entries";
 const L1_BYTES: &str = "tiered_cache_l1_bytes";
+const SYNC_TIMEOUTS: &str = "tiered_cache_sync_timeouts_total";
 
 /// Hits and misses of one layer.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -100,6 +101,8 @@ pub struct StatsSnapshot {
     pub bus_connected: bool,
     /// Times the bus (re)subscribed; each makes every generation be re-read from Redis.
     pub bus_subscribes: u64,
+    /// [`sync`](crate::TieredCache::sync) calls that gave up waiting for the bus barrier.
+    pub sync_timeouts: u64,
     /// Entries in L1 (current, not reset).
     pub l1_entries: u64,
     /// Bytes charged to the L1 bound (current, not reset).
@@ -309,6 +312,7 @@ pub(crate) struct Stats {
     l2_errors: Count,
     l2_timeouts: Count,
     l2_skipped: Count,
+    sync_timeouts: Count,
     bus_subscribes: AtomicU64,
     bus_connected: AtomicBool,
     /// Milliseconds since `born` when the L1 size gauges were last set.
@@ -324,6 +328,7 @@ impl Stats {
             l2_errors: Count::new(metrics::counter!(L2_ERRORS, "kind" => "error")),
             l2_timeouts: Count::new(metrics::counter!(L2_ERRORS, "kind" => "timeout")),
             l2_skipped: Count::new(metrics::counter!(L2_ERRORS, "kind" => "skipped")),
+            sync_timeouts: Count::new(metrics::counter!(SYNC_TIMEOUTS)),
             bus_subscribes: AtomicU64::new(0),
             bus_connected: AtomicBool::new(bus_connected),
             l1_gauges_at: AtomicU64::new(0),
@@ -390,6 +395,10 @@ impl Stats {
         }
     }
 
+    pub(crate) fn sync_timeout(&self) {
+        self.sync_timeouts.add(1);
+    }
+
     pub(crate) fn l2_skipped(&self) {
         self.l2_skipped.add(1);
     }
@@ -447,6 +456,7 @@ impl Stats {
             l2_errors: self.l2_errors.get(),
             l2_timeouts: self.l2_timeouts.get(),
             l2_skipped: self.l2_skipped.get(),
+            sync_timeouts: self.sync_timeouts.get(),
             bus_connected: self.bus_connected(),
             bus_subscribes: self.bus_subscribes.load(Relaxed),
             ..StatsSnapshot::default()
@@ -461,6 +471,7 @@ impl Stats {
         self.l2_errors.reset();
         self.l2_timeouts.reset();
         self.l2_skipped.reset();
+        self.sync_timeouts.reset();
         self.bus_subscribes.store(0, Relaxed);
     }
 }

@@ -5,6 +5,7 @@
 mod fills;
 mod invalidation;
 mod l1_only;
+mod modes;
 mod outage;
 mod races;
 mod single_flight;
