@@ -19,14 +19,21 @@ use tower_http::request_id::{
 };
 use tower_http::trace::TraceLayer;
 
+use crate::auth::store::SessionStore;
 use crate::auth::throttle::{Throttle, WriteLimiter};
+use crate::cache::ApiCache;
 use crate::config::Config;
+use crate::warm::Warming;
 use crate::{auth, dashboard, http, openapi, ops, resources};
 
 /// What every handler shares.
 pub struct AppInner {
     pub config: Config,
     pub db: Db,
+    /// Every read of tenant data and every session lookup goes through it.
+    pub cache: ApiCache,
+    pub sessions: SessionStore,
+    pub warming: Warming,
     pub throttle: Throttle,
     pub writes: WriteLimiter,
     /// Set once shutdown begins: `/readyz` answers 503 from then on.
@@ -58,7 +65,19 @@ impl AppState {
                 "another metrics recorder is installed; /metrics will not serve Strata's figures"
             );
         }
+        let cache = ApiCache::new(&config).await?;
+        let sessions = SessionStore::new(db.clone(), config.redis_url.as_deref())?;
+        tracing::info!(
+            mode = ?cache.mode(),
+            redis = config.redis_url.is_some(),
+            l1_mb = cache.l1_max_bytes() >> 20,
+            sessions = if sessions.is_redis() { "redis" } else { "database" },
+            "cache configured"
+        );
         Ok(AppState(Arc::new(AppInner {
+            cache,
+            sessions,
+            warming: Warming::default(),
             config,
             db,
             throttle,

@@ -240,11 +240,6 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             .context("creating the demo tenant")?;
         eprintln!("created a demo tenant with sample data: log in as admin@tenant1.example with password strata-demo");
     }
-    if config.redis_url.is_some() {
-        tracing::warn!(
-            "REDIS_URL is set but this build does not use Redis yet; caching is in-process only"
-        );
-    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {} (STRATA_LISTEN)", config.listen))?;

@@ -32,8 +32,8 @@ pub struct Config {
     )]
     pub database_read_url: Vec<String>,
 
-    /// Redis for the shared cache, invalidations and sessions. Accepted and
-    /// validated now; the server uses it once the caching layer lands.
+    /// Redis for the shared cache (L2), the invalidation bus and sessions.
+    /// Unset: L1 only and sessions in the database (one instance).
     #[arg(long, env = "REDIS_URL", value_name = "REDIS_URL", value_parser = parse_redis_url, global = true)]
     pub redis_url: Option<String>,
 
@@ -135,6 +135,38 @@ pub struct Config {
     /// The login throttle window, in seconds.
     #[arg(long, env = "STRATA_LOGIN_WINDOW", value_name = "STRATA_LOGIN_WINDOW", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
     pub login_window_secs: u64,
+
+    /// Which cache layers serve reads: `tiered` (L1 in the process, plus
+    /// L2 in Redis when REDIS_URL is set), `l2` (Redis only), `off`.
+    #[arg(long, env = "STRATA_CACHE_MODE", value_name = "STRATA_CACHE_MODE", value_enum, default_value_t = CacheMode::Tiered, global = true)]
+    pub cache_mode: CacheMode,
+
+    /// Upper bound of the in-process cache (L1), in MiB.
+    #[arg(long, env = "STRATA_CACHE_L1_MB", value_name = "STRATA_CACHE_L1_MB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_048_576), global = true)]
+    pub cache_l1_mb: u64,
+
+    /// How long a cached list page (and its total) lives, in seconds.
+    #[arg(long, env = "STRATA_CACHE_TTL_LISTS", value_name = "STRATA_CACHE_TTL_LISTS", default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
+    pub cache_ttl_lists_secs: u64,
+
+    /// How long cached dashboard stats live, in seconds.
+    #[arg(long, env = "STRATA_CACHE_TTL_STATS", value_name = "STRATA_CACHE_TTL_STATS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
+    pub cache_ttl_stats_secs: u64,
+
+    /// How long a cached object lives, in seconds.
+    #[arg(long, env = "STRATA_CACHE_TTL_OBJECTS", value_name = "STRATA_CACHE_TTL_OBJECTS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
+    pub cache_ttl_objects_secs: u64,
+}
+
+/// Which cache layers serve reads (`STRATA_CACHE_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CacheMode {
+    /// L1 in the process in front of L2 in Redis (L1 alone without Redis).
+    Tiered,
+    /// Redis only: every read costs a round trip (for comparison).
+    L2,
+    /// No cache: every read goes to the database (for comparison).
+    Off,
 }
 
 impl Config {

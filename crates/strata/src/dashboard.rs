@@ -1,4 +1,4 @@
-//! `GET /api/dashboard/stats`: the tenant's headline figures.
+//! `GET /api/dashboard/stats`: the tenant's headline figures, through the cache.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -6,15 +6,32 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use chrono::Utc;
+use futures_util::future::BoxFuture;
 use strata_db::repo::stats;
+use strata_db::Db;
+use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::Session;
-use crate::http::etag::json_with_etag;
+use crate::cache::{Loaded, View};
+use crate::http::etag::respond;
 use crate::http::AppError;
+
+/// The dashboard's only cache key within its namespace.
+pub const KEY: &str = "stats";
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/api/dashboard/stats", get(dashboard))
+}
+
+/// Reads `tenant`'s stats as response JSON (what the cache fills).
+pub fn load(tenant: Uuid) -> impl FnOnce(Db) -> BoxFuture<'static, Loaded> + Send + 'static {
+    move |db: Db| {
+        Box::pin(async move {
+            let figures = stats::dashboard(&db, tenant, Utc::now()).await?;
+            Ok(Some(serde_json::to_vec(&figures)?))
+        })
+    }
 }
 
 async fn dashboard(
@@ -22,7 +39,17 @@ async fn dashboard(
     session: Session,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let figures = stats::dashboard(&session.db(&app), session.tenant_id(), Utc::now()).await?;
-    let bytes = serde_json::to_vec(&figures).map_err(|e| AppError::Internal(e.into()))?;
-    Ok(json_with_etag(StatusCode::OK, bytes, &headers))
+    let tenant = session.tenant_id();
+    let stats = app
+        .cache
+        .read(
+            &session.db(&app),
+            tenant,
+            View::Dashboard,
+            KEY.to_owned(),
+            load(tenant),
+        )
+        .await?
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("the stats are never absent")))?;
+    Ok(respond(StatusCode::OK, &stats, &headers))
 }

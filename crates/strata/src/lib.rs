@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod dashboard;
@@ -12,5 +13,6 @@ pub mod http;
 pub mod openapi;
 pub mod ops;
 pub mod resources;
+pub mod warm;
 
 pub use config::Config;

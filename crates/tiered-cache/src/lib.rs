@@ -319,7 +319,10 @@ impl TieredCache {
             return;
         }
         let passed = inner.barrier.join();
-        if tokio::time::timeout(inner.sync_timeout, passed).await.is_err() {
+        if tokio::time::timeout(inner.sync_timeout, passed)
+            .await
+            .is_err()
+        {
             inner.stats.sync_timeout();
             tracing::debug!("bus barrier timed out");
         }

@@ -5,6 +5,7 @@
 
 pub mod password;
 pub mod routes;
+pub mod store;
 pub mod throttle;
 
 use axum::extract::FromRequestParts;
@@ -13,22 +14,23 @@ use axum::http::{header, HeaderMap};
 use base64::Engine;
 use chrono::Utc;
 use rand::RngCore;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use store::SessionData;
 use strata_db::model::Role;
-use strata_db::repo::auth as repo;
 use strata_db::{Db, ReadCtx};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::cache::View;
 use crate::http::AppError;
 
 /// The session cookie's name (the contract fixes it).
 pub const COOKIE: &str = "strata_session";
 
 /// The logged-in user, as the API shows it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct UserView {
     pub id: Uuid,
     pub email: String,
@@ -37,7 +39,7 @@ pub struct UserView {
 }
 
 /// The caller's tenant, as the API shows it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TenantView {
     pub id: Uuid,
     pub name: String,
@@ -77,18 +79,40 @@ impl Session {
             .map_err(|retry_after| AppError::RateLimited { retry_after })
     }
 
-    /// After a write: stores its commit position with the session, so the
-    /// session's next requests read their writes on any instance. A failure
-    /// here is logged, not returned: the write itself has succeeded, and
-    /// the worst outcome is one stale read from a lagging replica.
-    pub async fn remember_write(&self, app: &AppState) {
-        let Some(lsn) = self.ctx.last_write() else {
+    /// After a committed write, before it answers: invalidates the cached
+    /// views it changed (on every instance, at its commit position), then
+    /// stores that position with the session, so the session's next
+    /// requests read their writes on any instance even with the cache off.
+    /// A failure to store it is logged, not returned: the write has
+    /// succeeded, and cached reads do not depend on it.
+    pub async fn wrote(&self, app: &AppState, changed: &[View]) {
+        let position = self.ctx.last_write();
+        app.cache.written(self.tenant_id(), changed, position).await;
+        let Some(lsn) = position else {
             return;
         };
-        if let Err(e) = repo::record_session_write(&app.db, &self.token_hash, lsn).await {
+        if let Err(e) = app.sessions.record_write(&self.token_hash, lsn).await {
             tracing::warn!(error = %e, "could not record the session's write position");
         }
     }
+}
+
+/// The session behind `hash`: the cached copy, else the session store.
+async fn load_session(app: &AppState, hash: [u8; 32]) -> Result<Option<SessionData>, AppError> {
+    let state = app.clone();
+    let bytes = app
+        .cache
+        .session(&hash, move || async move {
+            match state.sessions.load(&hash, Utc::now()).await? {
+                Some(data) => Ok(Some(serde_json::to_vec(&data)?)),
+                None => Ok(None),
+            }
+        })
+        .await?;
+    bytes
+        .map(|b| serde_json::from_slice::<SessionData>(&b))
+        .transpose()
+        .map_err(|e| AppError::Internal(e.into()))
 }
 
 /// A fresh session token: 256 random bits, base64url without padding.
@@ -142,35 +166,33 @@ impl FromRequestParts<AppState> for Session {
                 "authentication required: log in first",
             ))?;
         let hash = token_hash(token);
+        // Whatever another instance invalidated or revoked before this
+        // request arrived is applied here first (read-your-writes, logout).
+        app.cache.sync().await;
         let now = Utc::now();
-        let record = repo::session(&app.db, &hash, now)
+        let data = load_session(app, hash)
             .await?
+            .filter(|data| data.expires_at > now)
             .ok_or(AppError::Unauthenticated(
                 "the session is expired or revoked: log in again",
             ))?;
         // Sliding expiry, written at most once a minute per session rather
         // than on every request.
-        let ttl = chrono::Duration::from_std(app.config.session_ttl())
-            .unwrap_or(chrono::Duration::days(1));
-        if record.expires_at - now < ttl - chrono::Duration::minutes(1) {
-            if let Err(e) = repo::extend_session(&app.db, &hash, now + ttl).await {
-                tracing::warn!(error = %e, "could not extend a session; it keeps its current expiry");
+        let ttl = app.config.session_ttl();
+        let chrono_ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1));
+        if data.expires_at - now < chrono_ttl - chrono::Duration::minutes(1) {
+            match app.sessions.extend(&hash, now + chrono_ttl, ttl).await {
+                Ok(()) => app.cache.refresh_session(&hash).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not extend a session; it keeps its current expiry")
+                }
             }
         }
         Ok(Session {
             token_hash: hash,
-            ctx: ReadCtx::new(record.last_write()),
-            user: UserView {
-                id: record.user_id,
-                email: record.email,
-                name: record.name,
-                role: record.role,
-            },
-            tenant: TenantView {
-                id: record.tenant_id,
-                name: record.tenant_name,
-                currency: record.currency,
-            },
+            ctx: ReadCtx::new(data.last_write()),
+            user: data.user,
+            tenant: data.tenant,
         })
     }
 }

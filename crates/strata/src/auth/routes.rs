@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use strata_db::repo::auth as repo;
 use utoipa::ToSchema;
 
+use super::store::SessionData;
 use super::{
     new_token, password, request_token, token_hash, Session, TenantView, UserView, COOKIE,
 };
@@ -141,18 +142,11 @@ async fn login(
     // A new session on every login; the one the client came with (if any)
     // is revoked so an attacker-planted id is worthless (no fixation).
     if let Some(old) = request_token(&headers) {
-        repo::delete_session(&app.db, &token_hash(old)).await?;
+        revoke(&app, &token_hash(old)).await?;
     }
     let token = new_token();
     let ttl = app.config.session_ttl();
-    let expires_at =
-        Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1));
-    repo::create_session(&app.db, &token_hash(&token), user.id, tenant.id, expires_at).await?;
-    tracing::info!(user = %user.id, tenant = %tenant.id, "login");
-
-    let cookie = session_cookie(&app, &token, ttl.as_secs());
-    let body = LoginResponse {
-        token,
+    let data = SessionData {
         user: UserView {
             id: user.id,
             email: user.email,
@@ -164,6 +158,19 @@ async fn login(
             name: tenant.name,
             currency: tenant.currency,
         },
+        expires_at: Utc::now()
+            + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1)),
+        last_write: None,
+    };
+    app.sessions.create(&token_hash(&token), &data, ttl).await?;
+    tracing::info!(user = %data.user.id, tenant = %data.tenant.id, "login");
+    crate::warm::start(&app, data.tenant.id);
+
+    let cookie = session_cookie(&app, &token, ttl.as_secs());
+    let body = LoginResponse {
+        token,
+        user: data.user,
+        tenant: data.tenant,
     };
     let mut response = Json(body).into_response();
     response.headers_mut().insert(header::SET_COOKIE, cookie);
@@ -173,8 +180,15 @@ async fn login(
     Ok(response)
 }
 
+/// Deletes a session and drops every instance's copy of it before returning.
+async fn revoke(app: &AppState, hash: &[u8; 32]) -> Result<(), AppError> {
+    app.sessions.delete(hash).await?;
+    app.cache.revoke_session(hash).await;
+    Ok(())
+}
+
 async fn logout(State(app): State<AppState>, session: Session) -> Result<Response, AppError> {
-    repo::delete_session(&app.db, &session.token_hash).await?;
+    revoke(&app, &session.token_hash).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
         .headers_mut()

@@ -99,6 +99,25 @@ impl AppError {
     }
 }
 
+impl AppError {
+    /// [`From<DbError>`] for an error shared by several callers (a cache
+    /// fill's waiters): the same answer, without owning the error.
+    pub fn from_db_ref(e: &DbError) -> Self {
+        match e {
+            DbError::Unavailable(source) => {
+                tracing::warn!(error = %source, "database unavailable");
+                AppError::Unavailable {
+                    message: "the database is unavailable; retry shortly".to_owned(),
+                    retry_after: 1,
+                }
+            }
+            DbError::Unique(c) => DbError::Unique(c.clone()).into(),
+            DbError::ForeignKey(c) => DbError::ForeignKey(c.clone()).into(),
+            other => AppError::Internal(anyhow::anyhow!("{other}")),
+        }
+    }
+}
+
 impl From<DbError> for AppError {
     fn from(e: DbError) -> Self {
         match e {

@@ -82,3 +82,63 @@ pub fn parse_list(spec: &'static Spec, raw: Option<&str>) -> Result<ListParams, 
     }
     Ok(params)
 }
+
+/// The cache key of a parsed list request: the same query in any parameter
+/// order, or with defaults spelled out, gives the same key; different
+/// queries never share one (strings are written escaped, filters sorted).
+pub fn list_key(params: &ListParams) -> String {
+    let mut filters: Vec<String> = params.filters.iter().map(|f| format!("{f:?}")).collect();
+    filters.sort_unstable();
+    format!(
+        "list:p={}&n={}&s={}{}&q={:?}&f={}",
+        params.page,
+        params.per_page,
+        if params.descending { "-" } else { "" },
+        params.sort.field,
+        params.q,
+        filters.join("&")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use strata_db::model::{Contact, Deal};
+    use strata_db::repo::Resource;
+
+    use super::*;
+
+    fn key<R: Resource>(raw: &str) -> String {
+        list_key(&parse_list(&R::SPEC, Some(raw)).expect(raw))
+    }
+
+    #[test]
+    fn list_keys_ignore_order_and_spelled_out_defaults() {
+        assert_eq!(
+            key::<Deal>("stage=won&open=false&sort=-amount_cents"),
+            key::<Deal>("sort=-amount_cents&open=false&stage=won&page=1&per_page=20")
+        );
+        assert_eq!(key::<Contact>(""), key::<Contact>("sort=-created_at"));
+        assert_eq!(key::<Contact>("q=%20ann%20"), key::<Contact>("q=ann"));
+    }
+
+    #[test]
+    fn different_lists_get_different_keys() {
+        let keys = [
+            key::<Contact>(""),
+            key::<Contact>("page=2"),
+            key::<Contact>("per_page=21"),
+            key::<Contact>("sort=created_at"),
+            key::<Contact>("q=ann"),
+            key::<Contact>("q=Ann"),
+            key::<Contact>("company=ann"),
+            key::<Contact>("tag=ann"),
+            key::<Contact>("q=a%26f%3Dx"),
+            key::<Contact>("q=a&tag=f"),
+        ];
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+}

@@ -1,6 +1,7 @@
-//! Operator-facing routes: liveness and readiness (public) and Prometheus
-//! metrics (operator token). Never return tenant data.
+//! Operator-facing routes: liveness and readiness (public), Prometheus
+//! metrics and the cache's routes (operator token). Never return tenant data.
 
+pub mod cache;
 pub mod metrics;
 
 use axum::extract::State;
@@ -16,6 +17,9 @@ pub fn routes() -> Router<AppState> {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
+        .route("/api/admin/cache/metrics", get(cache::metrics))
+        .route("/api/admin/cache/health", get(cache::health))
+        .route("/api/admin/cache/reset", axum::routing::post(cache::reset))
 }
 
 /// The process is up and serving HTTP.

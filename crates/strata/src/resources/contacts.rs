@@ -49,6 +49,8 @@ impl InputFields for ContactInput {
 impl ApiResource for Contact {
     type Input = ContactInput;
     const REQUIRED: &'static [&'static str] = &["first_name"];
+    // Deleting a contact empties `contact_id` of its deals, tasks and orders.
+    const DELETE_CHANGES: &'static [&'static str] = &["deals", "tasks", "orders"];
 
     fn blank(tenant: Uuid, id: Uuid, now: DateTime<Utc>) -> Self {
         Contact {

@@ -47,6 +47,8 @@ impl InputFields for DealInput {
 impl ApiResource for Deal {
     type Input = DealInput;
     const REQUIRED: &'static [&'static str] = &["title"];
+    // Deleting a deal empties `deal_id` of its tasks.
+    const DELETE_CHANGES: &'static [&'static str] = &["tasks"];
 
     fn blank(tenant: Uuid, id: Uuid, now: DateTime<Utc>) -> Self {
         Deal {

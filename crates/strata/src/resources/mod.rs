@@ -17,19 +17,21 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use strata_db::model::db_time;
-use strata_db::repo::{self, Resource};
+use strata_db::repo::{self, ListParams, Resource};
 use strata_db::{Db, DbError};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::Session;
+use crate::cache::{Loaded, View};
 use crate::http::body::InputFields;
-use crate::http::etag::{etag, json_with_etag, matches};
-use crate::http::query::parse_list;
+use crate::http::etag::{etag, json_with_etag, matches, respond, Tagged};
+use crate::http::query::{list_key, parse_list};
 use crate::http::{AppError, FieldError, Id, JsonBody};
 pub use validate::Errors;
 
@@ -41,6 +43,10 @@ pub trait ApiResource: Resource + ToSchema {
 
     /// Fields a create must set.
     const REQUIRED: &'static [&'static str];
+
+    /// Other resources whose rows a delete of this one changes (foreign
+    /// keys `ON DELETE SET NULL`): their cached views are invalidated too.
+    const DELETE_CHANGES: &'static [&'static str] = &[];
 
     /// A new row with every field at its default, before the input applies.
     fn blank(tenant: Uuid, id: Uuid, now: DateTime<Utc>) -> Self;
@@ -99,6 +105,45 @@ fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, AppError> {
     serde_json::to_vec(value).map_err(|e| AppError::Internal(e.into()))
 }
 
+/// Reads one list page of `tenant` as response JSON (what the cache fills).
+pub fn load_list<R: ApiResource>(
+    tenant: Uuid,
+    params: ListParams,
+) -> impl FnOnce(Db) -> BoxFuture<'static, Loaded> + Send + 'static {
+    move |db: Db| {
+        Box::pin(async move {
+            let (items, total) = repo::list::<R>(&db, tenant, &params, Utc::now()).await?;
+            let page = Page {
+                items,
+                page: params.page,
+                per_page: params.per_page,
+                total,
+            };
+            Ok(Some(serde_json::to_vec(&page)?))
+        })
+    }
+}
+
+/// Serves one list page of the session's tenant through the cache.
+pub async fn cached_list<R: ApiResource>(
+    app: &AppState,
+    db: &Db,
+    tenant: Uuid,
+    params: ListParams,
+) -> Result<Tagged, AppError> {
+    let key = list_key(&params);
+    app.cache
+        .read(
+            db,
+            tenant,
+            View::List(R::SPEC.name),
+            key,
+            load_list::<R>(tenant, params),
+        )
+        .await?
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("a list page is never absent")))
+}
+
 async fn list<R: ApiResource>(
     State(app): State<AppState>,
     session: Session,
@@ -106,15 +151,8 @@ async fn list<R: ApiResource>(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let params = parse_list(&R::SPEC, raw.as_deref())?;
-    let (items, total) =
-        repo::list::<R>(&session.db(&app), session.tenant_id(), &params, Utc::now()).await?;
-    let page = Page {
-        items,
-        page: params.page,
-        per_page: params.per_page,
-        total,
-    };
-    Ok(json_with_etag(StatusCode::OK, to_json(&page)?, &headers))
+    let page = cached_list::<R>(&app, &session.db(&app), session.tenant_id(), params).await?;
+    Ok(respond(StatusCode::OK, &page, &headers))
 }
 
 async fn read<R: ApiResource>(
@@ -123,10 +161,39 @@ async fn read<R: ApiResource>(
     Id(id): Id,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let row = repo::get::<R>(&session.db(&app), session.tenant_id(), id)
+    let tenant = session.tenant_id();
+    let load = move |db: Db| async move {
+        match repo::get::<R>(&db, tenant, id).await? {
+            Some(row) => Ok(Some(serde_json::to_vec(&row)?)),
+            None => Ok(None),
+        }
+    };
+    let row = app
+        .cache
+        .read(
+            &session.db(&app),
+            tenant,
+            View::Object(R::SPEC.name),
+            format!("id={id}"),
+            load,
+        )
         .await?
         .ok_or(AppError::NotFound)?;
-    Ok(json_with_etag(StatusCode::OK, to_json(&row)?, &headers))
+    Ok(respond(StatusCode::OK, &row, &headers))
+}
+
+/// The cached views a change of existing rows of `R` affects: its lists,
+/// its objects, the dashboard, and the lists and objects of `others`.
+fn changed_by<R: ApiResource>(others: &[&'static str]) -> Vec<View> {
+    let mut views = vec![
+        View::List(R::SPEC.name),
+        View::Object(R::SPEC.name),
+        View::Dashboard,
+    ];
+    for other in others {
+        views.extend([View::List(other), View::Object(other)]);
+    }
+    views
 }
 
 /// Checks that every id the row points at is a row of the caller's tenant:
@@ -190,7 +257,10 @@ async fn create<R: ApiResource>(
     repo::insert(&db, tenant, &row)
         .await
         .map_err(write_error(&row))?;
-    session.remember_write(&app).await;
+    // A new row changes lists and totals; no cached object shows it yet.
+    session
+        .wrote(&app, &[View::List(R::SPEC.name), View::Dashboard])
+        .await;
     let bytes = to_json(&row)?;
     let mut response = json_with_etag(StatusCode::CREATED, bytes, &HeaderMap::new());
     let location = format!("/api/{}/{}", R::SPEC.name, row.id());
@@ -244,7 +314,7 @@ async fn patch<R: ApiResource>(
             .await
             .map_err(write_error(&row))?
         {
-            session.remember_write(&app).await;
+            session.wrote(&app, &changed_by::<R>(&[])).await;
             return Ok(json_with_etag(
                 StatusCode::OK,
                 to_json(&row)?,
@@ -279,7 +349,9 @@ async fn delete<R: ApiResource>(
     }
     match repo::delete::<R>(&db, tenant, id).await {
         Ok(true) => {
-            session.remember_write(&app).await;
+            session
+                .wrote(&app, &changed_by::<R>(R::DELETE_CHANGES))
+                .await;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         Ok(false) => Err(AppError::NotFound),

@@ -3,6 +3,7 @@
 //! Every behavioural test runs on both backends (the `both!` macro).
 
 mod auth;
+mod cached;
 mod cli;
 #[path = "../../../strata-db/tests/it/cluster.rs"]
 mod cluster;

@@ -293,8 +293,9 @@ async fn openapi_document(backend: Backend) {
     );
 }
 
-/// A database that stops answering turns requests into 503 + Retry-After
-/// (never a 500 or a hang), and service comes back by itself.
+/// A database that stops answering: what is cached keeps being served,
+/// everything else is a 503 + Retry-After (never a 500 or a hang), and
+/// service comes back by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_is_a_503_and_recovers() {
     use sqlx::Connection;
@@ -303,6 +304,8 @@ async fn database_outage_is_a_503_and_recovers() {
     alice
         .create("contacts", json!({"first_name": "Before"}))
         .await;
+    let cached = alice.get("/api/contacts").await;
+    cached.assert_status(200);
     let name = app.database_name().expect("a PostgreSQL test database");
     let admin_url = format!("{}/postgres", crate::support::pg_admin_url());
     let mut admin = sqlx::PgConnection::connect(&admin_url)
@@ -320,7 +323,13 @@ async fn database_outage_is_a_503_and_recovers() {
         .await
         .expect("terminate sessions");
 
-    for path in ["/api/contacts", "/api/auth/me", "/api/dashboard/stats"] {
+    // Read before the outage: still served, the same bytes.
+    let during = alice.get("/api/contacts").await;
+    during.assert_status(200);
+    assert_eq!(during.text, cached.text);
+    alice.get("/api/auth/me").await.assert_status(200);
+    // Never read (or invalidated by the write): the database is needed.
+    for path in ["/api/contacts?q=before", "/api/dashboard/stats"] {
         let resp = alice.get(path).await;
         resp.assert_error(503, "unavailable");
         assert!(

@@ -26,6 +26,9 @@ async fn replica_contact_reads(pool: &sqlx::PgPool) -> i64 {
 async fn instance(cluster: &Cluster) -> TestApp {
     let mut config = test_config(&cluster.url(cluster.primary_port));
     config.database_read_url = vec![cluster.url(cluster.replica_port)];
+    // The database's own guarantees, without the cache in front (the
+    // cached path has its own tests, with Redis, in `cached.rs`).
+    config.cache_mode = strata::config::CacheMode::Off;
     // The replica runs 2 s behind on purpose; within this bound it still
     // serves sessions that have not written (bounded staleness).
     config.replica_max_lag_ms = 10_000;

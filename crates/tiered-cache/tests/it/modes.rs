@@ -20,7 +20,10 @@ async fn with_l1_off_every_read_is_served_by_l2() {
     let key = Namespace::with_hash_tag("acme", "contacts", "contacts").key("page=1");
     let fills = Fills::default();
     for _ in 0..3 {
-        assert_eq!(cache.get_or_fill(&key, fills.value("v1")).await.unwrap(), "v1");
+        assert_eq!(
+            cache.get_or_fill(&key, fills.value("v1")).await.unwrap(),
+            "v1"
+        );
     }
     assert_eq!(fills.count(), 1);
     let s = cache.snapshot();
@@ -34,7 +37,10 @@ async fn a_local_only_label_stays_out_of_redis_but_is_invalidated_everywhere() {
     let redis = RedisServer::start();
     let local = || {
         builder(&redis)
-            .policy("sessions", Policy::new(Duration::from_secs(60)).local_only())
+            .policy(
+                "sessions",
+                Policy::new(Duration::from_secs(60)).local_only(),
+            )
             .build()
     };
     let (a, b) = (local().await.expect("a"), local().await.expect("b"));
@@ -42,19 +48,37 @@ async fn a_local_only_label_stays_out_of_redis_but_is_invalidated_everywhere() {
     let key = ns.key("token-hash");
     let fills = Fills::default();
 
-    assert_eq!(a.get_or_fill(&key, fills.value("alice")).await.unwrap(), "alice");
-    assert_eq!(a.get_or_fill(&key, fills.value("xx")).await.unwrap(), "alice");
+    assert_eq!(
+        a.get_or_fill(&key, fills.value("alice")).await.unwrap(),
+        "alice"
+    );
+    assert_eq!(
+        a.get_or_fill(&key, fills.value("xx")).await.unwrap(),
+        "alice"
+    );
     // Not in L2: b fills its own copy.
-    assert_eq!(b.get_or_fill(&key, fills.value("alice")).await.unwrap(), "alice");
+    assert_eq!(
+        b.get_or_fill(&key, fills.value("alice")).await.unwrap(),
+        "alice"
+    );
     assert_eq!(fills.count(), 2);
     let keys = redis.command(&["KEYS", "*"]);
-    assert!(!keys.contains("token-hash"), "a local-only value reached Redis: {keys}");
-    assert!(keys.contains("sessions/7"), "its generation is in Redis: {keys}");
+    assert!(
+        !keys.contains("token-hash"),
+        "a local-only value reached Redis: {keys}"
+    );
+    assert!(
+        keys.contains("sessions/7"),
+        "its generation is in Redis: {keys}"
+    );
 
     // An invalidation on a reaches b: after its barrier, b refills.
     a.invalidate(&ns).await;
     b.sync().await;
-    assert_eq!(b.get_or_fill(&key, fills.value("gone")).await.unwrap(), "gone");
+    assert_eq!(
+        b.get_or_fill(&key, fills.value("gone")).await.unwrap(),
+        "gone"
+    );
 }
 
 /// The read-your-writes rule across instances: after `a.invalidate` returns, a request that
@@ -87,7 +111,10 @@ async fn after_sync_an_invalidation_made_elsewhere_is_always_seen() {
 
 #[tokio::test]
 async fn sync_without_redis_returns_at_once() {
-    let cache = tiered_cache::TieredCache::builder().build().await.expect("build");
+    let cache = tiered_cache::TieredCache::builder()
+        .build()
+        .await
+        .expect("build");
     tokio::time::timeout(Duration::from_millis(100), cache.sync())
         .await
         .expect("sync without Redis must not wait");

@@ -1,0 +1,366 @@
+//! The read cache of the API: every GET of tenant data (objects, list pages
+//! with their totals, dashboard stats) and every session lookup goes through
+//! here, and every write says what it changed.
+//!
+//! Keys are `{tenant}/{view}:{generation}:{params}`: one namespace (and one
+//! generation, so one O(1) invalidation) per tenant and view, where a view is
+//! a resource's lists, a resource's objects, or the dashboard. The tenant is
+//! the Redis hash tag; metric labels name the view, never the tenant.
+//! Values are the response bytes behind their ETag ([`Tagged`]).
+//!
+//! The consistency rules of the contract rest on three things:
+//! - a write invalidates what it changed *before* it answers, recording its
+//!   commit position ([`ApiCache::written`]);
+//! - a fill reads at or after the namespace's latest invalidation position
+//!   (a replica that has not replayed it is not used), so a read after a
+//!   write never fills from before it, and a fill that raced the write is
+//!   not stored (generation and position checks in tiered-cache);
+//! - a request first passes the bus barrier ([`ApiCache::sync`]), so an
+//!   invalidation made through another instance is applied here before the
+//!   request looks anything up.
+
+use std::future::Future;
+use std::time::Duration;
+
+use strata_db::{Db, DbError, Lsn, ReadCtx};
+use tiered_cache::{
+    Bytes, CacheError, FillContext, Filled, Namespace, Policy, StatsSnapshot, TieredCache,
+};
+use uuid::Uuid;
+
+use crate::auth::store::StoreError;
+use crate::config::{CacheMode, Config};
+use crate::http::etag::Tagged;
+use crate::http::AppError;
+
+/// Why a fill's load failed: the database, or (never in practice) turning
+/// what it read into JSON.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("encoding a response: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+impl LoadError {
+    fn to_app_error(&self) -> AppError {
+        match self {
+            LoadError::Db(e) => AppError::from_db_ref(e),
+            LoadError::Encode(e) => AppError::Internal(anyhow::anyhow!("{e}")),
+        }
+    }
+}
+
+/// What a view's loader returns: the response JSON, `None` for "no such object".
+pub type Loaded = Result<Option<Vec<u8>>, LoadError>;
+
+/// A cached view of a tenant's data; each is one namespace per tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// List pages (and totals) of a resource.
+    List(&'static str),
+    /// Single objects of a resource.
+    Object(&'static str),
+    /// The dashboard stats.
+    Dashboard,
+}
+
+/// Resource names and their metric labels, fixed at compile time (labels
+/// must be `'static` and few).
+const RESOURCES: &[(&str, &str, &str)] = &[
+    ("contacts", "contacts.list", "contacts.object"),
+    ("deals", "deals.list", "deals.object"),
+    ("tasks", "tasks.list", "tasks.object"),
+    ("invoices", "invoices.list", "invoices.object"),
+    ("orders", "orders.list", "orders.object"),
+];
+const DASHBOARD: &str = "dashboard";
+const SESSIONS: &str = "sessions";
+/// Sessions are spread over this many namespaces, so a logout drops 1/64 of
+/// the cached sessions (and costs one generation key in Redis, not one per
+/// session).
+const SESSION_SHARDS: usize = 64;
+
+impl View {
+    /// The metric label (and TTL policy) of the view.
+    pub fn label(self) -> &'static str {
+        let find = |name: &str| RESOURCES.iter().find(|(n, ..)| *n == name);
+        match self {
+            View::List(name) => find(name).map_or("other.list", |r| r.1),
+            View::Object(name) => find(name).map_or("other.object", |r| r.2),
+            View::Dashboard => DASHBOARD,
+        }
+    }
+
+    /// The view's namespace for `tenant`, named after its label.
+    fn namespace(self, tenant: Uuid) -> Namespace {
+        Namespace::with_hash_tag(tenant.to_string(), self.label(), self.label())
+    }
+}
+
+/// The cache as the handlers see it: off, L2 only, or L1 + L2 (L1 alone
+/// without Redis).
+pub struct ApiCache {
+    cache: Option<TieredCache>,
+    mode: CacheMode,
+    l1_max_bytes: u64,
+    sessions: Vec<Namespace>,
+}
+
+impl ApiCache {
+    pub async fn new(config: &Config) -> anyhow::Result<ApiCache> {
+        let mode = config.cache_mode;
+        let sessions = (0..SESSION_SHARDS)
+            .map(|i| Namespace::new(format!("sessions/{i}"), SESSIONS))
+            .collect();
+        if mode == CacheMode::Off {
+            return Ok(ApiCache {
+                cache: None,
+                mode,
+                l1_max_bytes: 0,
+                sessions,
+            });
+        }
+        if mode == CacheMode::L2 && config.redis_url.is_none() {
+            anyhow::bail!("STRATA_CACHE_MODE=l2 needs REDIS_URL (the L2 cache is Redis)");
+        }
+        let l1_max_bytes = match mode {
+            CacheMode::L2 => 0,
+            _ => config.cache_l1_mb << 20,
+        };
+        // L1 entries live at most 30 s: that bounds what an instance could
+        // serve after losing an invalidation in a way the bus cannot see.
+        let policy = |ttl: u64| {
+            let ttl = Duration::from_secs(ttl);
+            Policy::new(ttl)
+                .l1_ttl(ttl.min(Duration::from_secs(30)))
+                .jitter(ttl / 10)
+                // A database outage serves what was cached rather than 503s.
+                .fail_safe(Duration::from_secs(300))
+        };
+        let mut builder = TieredCache::builder()
+            .l1_max_bytes(l1_max_bytes)
+            .key_prefix("strata:c:")
+            .fill_timeout(config.request_timeout())
+            .policy(DASHBOARD, policy(config.cache_ttl_stats_secs))
+            .policy(
+                SESSIONS,
+                Policy::new(Duration::from_secs(60))
+                    .l1_ttl(Duration::from_secs(60))
+                    .local_only()
+                    // While the session store is down, sessions seen lately
+                    // keep working (new logins cannot be made anyway).
+                    .fail_safe(Duration::from_secs(900)),
+            );
+        for (_, list, object) in RESOURCES {
+            builder = builder
+                .policy(list, policy(config.cache_ttl_lists_secs))
+                .policy(object, policy(config.cache_ttl_objects_secs));
+        }
+        if let Some(url) = &config.redis_url {
+            builder = builder.redis_url(url.clone());
+        }
+        let cache = builder.build().await?;
+        Ok(ApiCache {
+            cache: Some(cache),
+            mode,
+            l1_max_bytes,
+            sessions,
+        })
+    }
+
+    pub fn mode(&self) -> CacheMode {
+        self.mode
+    }
+
+    pub fn tiered(&self) -> Option<&TieredCache> {
+        self.cache.as_ref()
+    }
+
+    pub fn l1_max_bytes(&self) -> u64 {
+        self.l1_max_bytes
+    }
+
+    /// The read-your-writes barrier across instances (see the module docs).
+    pub async fn sync(&self) {
+        if let Some(cache) = &self.cache {
+            cache.sync().await;
+        }
+    }
+
+    /// A view of `tenant`'s data under `params` (already normalised: the
+    /// same query in another order must give the same string), from the
+    /// cache or else from `load`, which reads through the `Db` it is given.
+    /// `None`: there is no such object (cached too).
+    ///
+    /// With the cache off, `load` reads through `direct` (the session's own
+    /// handle, which carries its read-your-writes position).
+    pub async fn read<F, Fut>(
+        &self,
+        direct: &Db,
+        tenant: Uuid,
+        view: View,
+        params: String,
+        load: F,
+    ) -> Result<Option<Tagged>, AppError>
+    where
+        F: FnOnce(Db) -> Fut + Send + 'static,
+        Fut: Future<Output = Loaded> + Send + 'static,
+    {
+        let Some(cache) = &self.cache else {
+            let loaded = load(direct.clone()).await;
+            return loaded
+                .map_err(|e| e.to_app_error())
+                .map(|v| v.map(Tagged::new));
+        };
+        let key = view.namespace(tenant).key(params);
+        let db = direct.clone();
+        let value = cache
+            .get_or_fill(&key, move |fill: FillContext| fill_at(db, fill, load))
+            .await
+            .map_err(|e| fill_error(e, LoadError::to_app_error))?;
+        Ok(Tagged::from_cached(value))
+    }
+
+    /// Fills `view` in the background-friendly way: through the single
+    /// flight, stored if allowed, whether or not it was cached.
+    pub async fn warm<F, Fut>(
+        &self,
+        db: &Db,
+        tenant: Uuid,
+        view: View,
+        params: String,
+        load: F,
+    ) -> Result<(), AppError>
+    where
+        F: FnOnce(Db) -> Fut + Send + 'static,
+        Fut: Future<Output = Loaded> + Send + 'static,
+    {
+        let Some(cache) = &self.cache else {
+            return Ok(());
+        };
+        let key = view.namespace(tenant).key(params);
+        let db = db.clone();
+        cache
+            .warm(&key, move |fill: FillContext| fill_at(db, fill, load))
+            .await
+            .map_err(|e| fill_error(e, LoadError::to_app_error))
+    }
+
+    /// Whether `view` of `tenant` under `params` is cached (L1 or L2).
+    pub async fn contains(&self, tenant: Uuid, view: View, params: String) -> bool {
+        match &self.cache {
+            Some(cache) => cache
+                .get(&view.namespace(tenant).key(params))
+                .await
+                .is_some(),
+            None => false,
+        }
+    }
+
+    /// After a committed write of `tenant`: every view it changed is
+    /// invalidated on every instance, at the write's commit position, before
+    /// this returns (so before the write answers).
+    pub async fn written(&self, tenant: Uuid, changed: &[View], position: Option<Lsn>) {
+        let Some(cache) = &self.cache else {
+            return;
+        };
+        let position = position.map_or(0, Lsn::as_u64);
+        let invalidations = changed
+            .iter()
+            .map(|view| view.namespace(tenant))
+            .collect::<Vec<_>>();
+        futures_util::future::join_all(
+            invalidations
+                .iter()
+                .map(|ns| cache.invalidate_at(ns, position)),
+        )
+        .await;
+    }
+
+    /// The session behind `hash`: the cached copy, else `load` (the session
+    /// store). `None`: no such session.
+    pub async fn session<F, Fut>(&self, hash: &[u8; 32], load: F) -> Result<Option<Bytes>, AppError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send + 'static,
+    {
+        let Some(cache) = &self.cache else {
+            return Ok(load().await?.map(Bytes::from));
+        };
+        let key = self.session_key(hash);
+        let value = cache
+            .get_or_fill(&key, move |_| async move {
+                Ok::<_, StoreError>(Bytes::from(load().await?.unwrap_or_default()))
+            })
+            .await
+            .map_err(|e| fill_error(e, StoreError::to_app_error))?;
+        Ok((!value.is_empty()).then_some(value))
+    }
+
+    /// Drops every instance's copy of the session behind `hash` (logout): its
+    /// shard's generation moves, and fills in flight are not stored.
+    pub async fn revoke_session(&self, hash: &[u8; 32]) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(self.session_namespace(hash)).await;
+        }
+    }
+
+    /// Drops every instance's copy of the session behind `hash` (after its
+    /// stored record changed, e.g. a longer expiry), without fencing fills.
+    pub async fn refresh_session(&self, hash: &[u8; 32]) {
+        if let Some(cache) = &self.cache {
+            cache.delete(&self.session_key(hash)).await;
+        }
+    }
+
+    fn session_namespace(&self, hash: &[u8; 32]) -> &Namespace {
+        &self.sessions[usize::from(hash[0]) % SESSION_SHARDS]
+    }
+
+    fn session_key(&self, hash: &[u8; 32]) -> tiered_cache::Key {
+        let mut hex = String::with_capacity(64);
+        for b in hash {
+            hex.push_str(&format!("{b:02x}"));
+        }
+        self.session_namespace(hash).key(hex)
+    }
+
+    /// The counters, `None` with the cache off.
+    pub fn snapshot(&self) -> Option<StatsSnapshot> {
+        self.cache.as_ref().map(TieredCache::snapshot)
+    }
+}
+
+/// Runs `load` so that what it reads includes the namespace's latest
+/// invalidation: its position becomes the read's floor (a replica that has
+/// not replayed it is skipped), and the position actually read at goes back
+/// to the cache, which refuses to store anything from behind it.
+async fn fill_at<F, Fut>(db: Db, fill: FillContext, load: F) -> Result<Filled, LoadError>
+where
+    F: FnOnce(Db) -> Fut,
+    Fut: Future<Output = Loaded>,
+{
+    let floor = (fill.position() > 0).then(|| Lsn::from_u64(fill.position()));
+    let ctx = ReadCtx::new(floor);
+    let value = load(db.with_ctx(&ctx)).await?;
+    let read_at = ctx
+        .source()
+        .and_then(|s| s.replayed)
+        .map_or(u64::MAX, Lsn::as_u64);
+    let bytes = value.map_or_else(Bytes::new, |json| Tagged::new(json).into_bytes());
+    Ok(Filled::new(bytes).at_position(read_at))
+}
+
+/// A failed fill as the caller's error (every waiter of the fill gets one).
+fn fill_error<E>(e: CacheError<E>, by_ref: fn(&E) -> AppError) -> AppError {
+    match e {
+        CacheError::Fill(e) => by_ref(&e),
+        CacheError::FillTimeout(after) => AppError::Unavailable {
+            message: format!("the database did not answer within {} s", after.as_secs()),
+            retry_after: 1,
+        },
+        CacheError::FillAborted => AppError::Internal(anyhow::anyhow!("cache fill aborted")),
+    }
+}
