@@ -103,11 +103,11 @@ impl RssSampler {
 
 /// The counters the server's `/metrics` gained during the run.
 ///
-/// The hook for the cache and replica figures of issue 6: it diffs every
-/// `strata_*_total` series between a scrape before the logins and one after
-/// the measured phase, and derives the shares it knows how to read today
-/// (`strata_db_queries_total` by `target`, and `strata_cache_hits_total` /
-/// `strata_cache_misses_total` by `layer` once the cache exports them).
+/// It diffs every `strata_*_total` and `tiered_cache_*_total` series between
+/// a scrape before the logins and one after the measured phase, and derives
+/// the shares: `strata_db_queries_total` by `target`, and from the cache's
+/// hits, misses and fills of data views (session lookups left out) the hit
+/// ratio per layer, overall, and the share of reads that reached a database.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct MetricsReport {
     pub url: String,
@@ -118,8 +118,11 @@ pub struct MetricsReport {
     pub counters: BTreeMap<String, f64>,
     /// Increase of `strata_db_queries_total` by `target` (`primary`, `replica`).
     pub db_queries_by_target: BTreeMap<String, f64>,
-    /// Hits / (hits + misses) by cache `layer`.
+    /// Hits / (hits + misses) by cache `layer`, and `all`: reads answered
+    /// by either layer / reads.
     pub cache_hit_ratio_by_layer: BTreeMap<String, f64>,
+    /// Cache fills (each one a database read) / reads of cached views.
+    pub db_read_share: Option<f64>,
 }
 
 impl MetricsReport {
@@ -141,6 +144,9 @@ impl MetricsReport {
         }
         for (layer, ratio) in &self.cache_hit_ratio_by_layer {
             parts.push(format!("cache {layer} hit ratio {:.1} %", ratio * 100.0));
+        }
+        if let Some(share) = self.db_read_share {
+            parts.push(format!("reads reaching a database {:.1} %", share * 100.0));
         }
         parts.join(", ")
     }
@@ -188,6 +194,7 @@ impl MetricsScraper {
                 return report;
             }
         };
+        let mut fills = 0.0;
         for (series, value) in &after {
             let gained = value - before.get(series).copied().unwrap_or(0.0);
             report.counters.insert(series.clone(), gained);
@@ -197,7 +204,9 @@ impl MetricsScraper {
                     let target = label(labels, "target").unwrap_or("unlabelled").to_owned();
                     *report.db_queries_by_target.entry(target).or_default() += gained;
                 }
-                "strata_cache_hits_total" | "strata_cache_misses_total" => {
+                _ if label(labels, "label") == Some("sessions") => {}
+                "tiered_cache_fills_total" => fills += gained,
+                "tiered_cache_hits_total" | "tiered_cache_misses_total" => {
                     let layer = label(labels, "layer").unwrap_or("all").to_owned();
                     // Accumulate hits in the ratio map's slot as (hits, total) below.
                     let entry = report
@@ -215,15 +224,24 @@ impl MetricsScraper {
         for (key, n) in raw {
             let (layer, name) = key.split_once('\u{0}').expect("joined above");
             let slot = per_layer.entry(layer.to_owned()).or_default();
-            if name == "strata_cache_hits_total" {
+            if name == "tiered_cache_hits_total" {
                 slot.0 += n;
             }
             slot.1 += n;
         }
+        // Every read is looked up in L1 first (an L1 miss when L1 is off).
+        let reads = per_layer.get("l1").map_or(0.0, |l| l.1);
+        let hits: f64 = per_layer.values().map(|l| l.0).sum();
         for (layer, (hits, total)) in per_layer {
             if total > 0.0 {
                 report.cache_hit_ratio_by_layer.insert(layer, hits / total);
             }
+        }
+        if reads > 0.0 {
+            report
+                .cache_hit_ratio_by_layer
+                .insert("all".to_owned(), hits / reads);
+            report.db_read_share = Some(fills / reads);
         }
         if after
             .keys()
@@ -235,11 +253,13 @@ impl MetricsScraper {
     }
 }
 
-/// Every `strata_*_total` sample of a Prometheus text exposition.
+/// Every `strata_*_total` and `tiered_cache_*_total` sample of a Prometheus
+/// text exposition.
 fn parse_counters(text: &str) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
     for line in text.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') || !line.starts_with("strata_") {
+        let ours = line.starts_with("strata_") || line.starts_with("tiered_cache_");
+        if line.is_empty() || line.starts_with('#') || !ours {
             continue;
         }
         // `name{labels} value [timestamp]`; label values may hold spaces, so
@@ -288,16 +308,19 @@ mod tests {
             None,
         );
         let before = parse_counters(
-            "# TYPE strata_db_queries_total counter\nstrata_db_queries_total{target=\"primary\"} 10\nstrata_db_queries_total{target=\"replica\",replica=\"0\"} 5\nstrata_cache_hits_total{layer=\"l1\",resource=\"contacts\"} 1\n",
+            "# TYPE strata_db_queries_total counter\nstrata_db_queries_total{target=\"primary\"} 10\nstrata_db_queries_total{target=\"replica\",replica=\"0\"} 5\ntiered_cache_hits_total{layer=\"l1\",label=\"contacts.list\"} 1\ntiered_cache_hits_total{layer=\"l1\",label=\"sessions\"} 1\n",
         );
         let after = parse_counters(
-            "strata_db_queries_total{target=\"primary\"} 20\nstrata_db_queries_total{target=\"replica\",replica=\"0\"} 35\nstrata_cache_hits_total{layer=\"l1\",resource=\"contacts\"} 10\nstrata_cache_misses_total{layer=\"l1\",resource=\"contacts\"} 1\nstrata_db_pool_connections 4\n",
+            "strata_db_queries_total{target=\"primary\"} 20\nstrata_db_queries_total{target=\"replica\",replica=\"0\"} 35\ntiered_cache_hits_total{layer=\"l1\",label=\"contacts.list\"} 10\ntiered_cache_misses_total{layer=\"l1\",label=\"contacts.list\"} 1\ntiered_cache_hits_total{layer=\"l1\",label=\"sessions\"} 50\ntiered_cache_fills_total{label=\"contacts.list\",outcome=\"stored\"} 1\nstrata_db_pool_connections 4\n",
         );
         let report = scraper.diff(Ok(before), Ok(after));
         assert_eq!(report.unavailable, None);
         assert_eq!(report.db_queries_by_target["primary"], 10.0);
         assert_eq!(report.db_queries_by_target["replica"], 30.0);
         assert_eq!(report.cache_hit_ratio_by_layer["l1"], 0.9);
+        // Session lookups are not reads of data: left out.
+        assert_eq!(report.cache_hit_ratio_by_layer["all"], 0.9);
+        assert_eq!(report.db_read_share, Some(0.1));
         assert!(!report.counters.contains_key("strata_db_pool_connections"));
     }
 

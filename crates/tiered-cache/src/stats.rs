@@ -37,6 +37,22 @@ pub struct LayerStats {
     pub hit_ratio: f64,
 }
 
+impl LayerStats {
+    /// The figures of `hits` and `misses`, with their ratio.
+    pub fn new(hits: u64, misses: u64) -> LayerStats {
+        let total = hits + misses;
+        LayerStats {
+            hits,
+            misses,
+            hit_ratio: if total == 0 {
+                0.0
+            } else {
+                hits as f64 / total as f64
+            },
+        }
+    }
+}
+
 /// Counters of one label (all namespaces sharing it).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LabelStats {
@@ -220,18 +236,7 @@ impl LabelCounters {
     }
 
     fn snapshot(&self) -> LabelStats {
-        fn layer(hits: u64, misses: u64) -> LayerStats {
-            let total = hits + misses;
-            LayerStats {
-                hits,
-                misses,
-                hit_ratio: if total == 0 {
-                    0.0
-                } else {
-                    hits as f64 / total as f64
-                },
-            }
-        }
+        let layer = LayerStats::new;
         let fill = |o: FillOutcome| self.fills[o as usize].get();
         LabelStats {
             l1: layer(self.l1_hits.get(), self.l1_misses.get()),

@@ -8,34 +8,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use serde_json::json;
-use tiered_cache::{L2Status, LabelStats, StatsSnapshot};
+use tiered_cache::{L2Status, LabelStats, LayerStats as Layer, StatsSnapshot};
 
 use super::metrics::authorize;
 use crate::app::AppState;
 use crate::http::AppError;
-
-/// Hits and misses of one layer.
-#[derive(Serialize, Default)]
-struct Layer {
-    hits: u64,
-    misses: u64,
-    hit_ratio: f64,
-}
-
-impl Layer {
-    fn new(hits: u64, misses: u64) -> Layer {
-        let total = hits + misses;
-        Layer {
-            hits,
-            misses,
-            hit_ratio: if total == 0 {
-                0.0
-            } else {
-                hits as f64 / total as f64
-            },
-        }
-    }
-}
 
 #[derive(Serialize)]
 struct Metrics {
