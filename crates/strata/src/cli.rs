@@ -245,9 +245,7 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             "REDIS_URL is set but this build does not use Redis yet; caching is in-process only"
         );
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {} (STRATA_LISTEN)", config.listen))?;
+    let listener = crate::listen::listener(&config)?;
     let addr = listener.local_addr()?;
     let state = AppState::new(config, db).await?;
     eprintln!("strata listening on http://{addr}");
