@@ -6,7 +6,9 @@ mod auth;
 mod cli;
 #[path = "../../../strata-db/tests/it/cluster.rs"]
 mod cluster;
+mod instances;
 mod isolation;
+mod listen;
 mod lists;
 mod misc;
 mod replicas;
