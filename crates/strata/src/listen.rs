@@ -10,15 +10,19 @@
 //! - Socket activation (`strata@.socket`): systemd owns the socket. When a
 //!   process exits, connections wait in the socket's queue for the next one.
 //! - SO_REUSEPORT: the new process binds the same port while the old one
-//!   drains; the kernel spreads new connections over both.
+//!   drains; the kernel spreads new connections over both. The old process's
+//!   queue dies with its socket, so [`Draining`] empties it before closing.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, FromRawFd, RawFd};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 use crate::config::Config;
 
@@ -137,4 +141,127 @@ fn bind(addr: SocketAddr, reuseport: bool) -> anyhow::Result<std::net::TcpListen
     }
     socket.listen(BACKLOG).with_context(context)?;
     Ok(socket.into())
+}
+
+/// The listener `app::serve` accepts from. Once `close` turns true it
+/// accepts every connection already queued on the socket, hands those out,
+/// and closes the socket; from then on it accepts nothing. Connections
+/// handed out are served like any other (while draining, each gets one
+/// response that closes it).
+pub struct Draining {
+    listener: Option<TcpListener>,
+    addr: SocketAddr,
+    close: watch::Receiver<bool>,
+    queued: VecDeque<(TcpStream, SocketAddr)>,
+}
+
+impl Draining {
+    pub fn new(listener: TcpListener, close: watch::Receiver<bool>) -> io::Result<Draining> {
+        Ok(Draining {
+            addr: listener.local_addr()?,
+            listener: Some(listener),
+            close,
+            queued: VecDeque::new(),
+        })
+    }
+
+    /// Takes what the kernel has queued, then closes the socket (systemd's
+    /// copy of an activated socket stays open, queueing for the next
+    /// process). Accepting through the standard library's call, not tokio's:
+    /// tokio only tries once its reactor has seen the socket become readable,
+    /// which may lag the kernel by a scheduling delay, and every connection
+    /// left behind would be reset.
+    fn close_now(&mut self) {
+        let Some(listener) = self.listener.take() else {
+            return;
+        };
+        let listener = match listener.into_std() {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not take the queued connections before closing the listener");
+                return;
+            }
+        };
+        for _ in 0..BACKLOG {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    match stream
+                        .set_nonblocking(true)
+                        .and_then(|()| TcpStream::from_std(stream))
+                    {
+                        Ok(stream) => self.queued.push_back((stream, peer)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "dropped a queued connection while closing")
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if is_connection_error(&e) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed while closing the listener");
+                    break;
+                }
+            }
+        }
+        tracing::info!(
+            queued = self.queued.len(),
+            "listener closed; serving the connections it had queued"
+        );
+    }
+}
+
+/// What woke [`Draining::accept`].
+enum Woken {
+    Close,
+    Accepted(io::Result<(TcpStream, SocketAddr)>),
+}
+
+impl axum::serve::Listener for Draining {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        loop {
+            if let Some(connection) = self.queued.pop_front() {
+                return connection;
+            }
+            let Some(listener) = &self.listener else {
+                // Closed: `app::serve` stops the accept loop itself.
+                return std::future::pending().await;
+            };
+            let close = &mut self.close;
+            // Closing first: once told, accept nothing through the reactor.
+            let woken = tokio::select! {
+                biased;
+                _ = close.wait_for(|close| *close) => Woken::Close,
+                accepted = listener.accept() => Woken::Accepted(accepted),
+            };
+            match woken {
+                Woken::Close => self.close_now(),
+                Woken::Accepted(Ok(connection)) => return connection,
+                Woken::Accepted(Err(e)) if is_connection_error(&e) => {}
+                Woken::Accepted(Err(e)) => {
+                    // Most likely out of file descriptors: give in-flight
+                    // requests a moment to release some (as hyper and axum do).
+                    tracing::error!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.addr)
+    }
+}
+
+/// An error about one connection (the peer gave up), not the listener.
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
 }
