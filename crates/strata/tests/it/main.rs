@@ -13,6 +13,7 @@ mod lists;
 mod misc;
 mod replicas;
 mod resources;
+mod restart;
 mod support;
 
 /// Runs an `async fn(Backend)` test once per backend.
