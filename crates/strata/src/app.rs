@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderName, Request};
+use axum::serve::ListenerExt;
 use axum::Router;
 use strata_db::Db;
 use tokio::net::TcpListener;
@@ -113,6 +114,10 @@ pub fn router(state: AppState) -> Router {
         // Inside the router, so each request is counted under the route
         // pattern that matched it.
         .layer(axum::middleware::from_fn(ops::metrics::track))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::close_when_draining,
+        ))
         .with_state(state)
         .layer(layers)
 }
@@ -136,11 +141,21 @@ fn spawn_session_purge(db: Db, mut stop: tokio::sync::watch::Receiver<bool>) {
     });
 }
 
+/// After the listener closes, how long connections it accepted last get to
+/// send their request before idle connections are closed. Those connections
+/// were opened by a proxy that is writing its request right now: closing
+/// them unread would fail it.
+const LINGER: Duration = Duration::from_secs(1);
+
 /// Serves the API on `listener` until `shutdown` completes, then shuts down
-/// in order: `/readyz` answers 503 at once (so load balancers stop sending),
-/// after `shutdown_grace` the listener closes, in-flight requests get up to
-/// `drain_timeout` to finish (idle keep-alive connections must not hold the
-/// process: the deadline is hard), background tasks stop, pools close.
+/// in order: `/readyz` answers 503 at once (so load balancers stop sending)
+/// and every response closes its connection (so keep-alive connections
+/// retire after an answer, never while a proxy reuses them); after
+/// `shutdown_grace` the listener closes, serving what it had queued
+/// (see `listen`); after a short linger idle connections close; in-flight
+/// requests get up to `drain_timeout` from the close to finish (idle
+/// keep-alive connections must not hold the process: the deadline is hard);
+/// background tasks stop, pools close.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
@@ -153,19 +168,27 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     spawn_session_purge(db.clone(), stop_rx);
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+    let (close_listener, close_rx) = tokio::sync::watch::channel(false);
+    let listener = crate::listen::Draining::new(listener, close_rx)?
+        // Nothing to tap: through `tap_io` a custom listener's connections
+        // still give handlers their `ConnectInfo<SocketAddr>`.
+        .tap_io(|_: &mut tokio::net::TcpStream| {});
     let stop_accepting = async move {
         shutdown.await;
         draining.draining.store(true, Ordering::Release);
         tracing::info!(
             grace_secs = grace.as_secs_f64(),
-            "shutting down: /readyz now answers 503"
+            "shutting down: /readyz now answers 503 and responses close their connections"
         );
         tokio::time::sleep(grace).await;
         tracing::info!(
             drain_secs = drain.as_secs_f64(),
             "closing the listener; draining in-flight requests"
         );
+        let _ = close_listener.send(true);
         let _ = closed_tx.send(());
+        // Completing this future makes axum close idle connections.
+        tokio::time::sleep(LINGER.min(drain)).await;
     };
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app)

@@ -240,9 +240,7 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             .context("creating the demo tenant")?;
         eprintln!("created a demo tenant with sample data: log in as admin@tenant1.example with password strata-demo");
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {} (STRATA_LISTEN)", config.listen))?;
+    let listener = crate::listen::listener(&config)?;
     let addr = listener.local_addr()?;
     let state = AppState::new(config, db).await?;
     eprintln!("strata listening on http://{addr}");

@@ -1,6 +1,7 @@
 //! The server's configuration: one typed struct read once at start from
 //! flags and the environment (clap), validated, then passed down.
-//! Nothing else in the crate reads environment variables.
+//! Nothing else in the crate reads environment variables, bar the service
+//! manager's socket-activation protocol (`LISTEN_FDS`) in `listen.rs`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -156,6 +157,13 @@ pub struct Config {
     /// How long a cached object lives, in seconds.
     #[arg(long, env = "STRATA_CACHE_TTL_OBJECTS", value_name = "STRATA_CACHE_TTL_OBJECTS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
     pub cache_ttl_objects_secs: u64,
+
+    /// Bind the listen address with SO_REUSEPORT, so a new process can
+    /// listen on the same port while the old one drains (zero-downtime
+    /// restarts without socket activation). `false` makes a busy port an
+    /// error. Not used when systemd passes the socket (LISTEN_FDS).
+    #[arg(long, env = "STRATA_REUSEPORT", value_name = "STRATA_REUSEPORT", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub reuseport: bool,
 }
 
 /// Which cache layers serve reads (`STRATA_CACHE_MODE`).

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod dashboard;
 pub mod http;
+pub mod listen;
 pub mod openapi;
 pub mod ops;
 pub mod resources;

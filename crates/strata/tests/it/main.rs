@@ -7,11 +7,14 @@ mod cached;
 mod cli;
 #[path = "../../../strata-db/tests/it/cluster.rs"]
 mod cluster;
+mod instances;
 mod isolation;
+mod listen;
 mod lists;
 mod misc;
 mod replicas;
 mod resources;
+mod restart;
 mod support;
 
 /// Runs an `async fn(Backend)` test once per backend.
