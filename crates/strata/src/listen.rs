@@ -16,17 +16,23 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+#[cfg(unix)]
 use std::os::fd::{BorrowedFd, FromRawFd, RawFd};
+#[cfg(unix)]
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+#[cfg(unix)]
+use socket2::SockRef;
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::config::Config;
 
 /// The first descriptor a service manager passes (`SD_LISTEN_FDS_START`).
+#[cfg(unix)]
 const LISTEN_FDS_START: RawFd = 3;
 
 /// Connections the kernel may queue before the server accepts them; the
@@ -67,6 +73,7 @@ pub fn listener(config: &Config) -> anyhow::Result<TcpListener> {
 /// the service manager's protocol, not settings anyone writes. They are not
 /// unset afterwards: `remove_var` is unsound once threads run (the runtime's
 /// are), and the `LISTEN_PID` check already keeps children away from fd 3.
+#[cfg(unix)]
 fn activated_socket() -> anyhow::Result<Option<std::net::TcpListener>> {
     let for_us = std::env::var("LISTEN_PID")
         .ok()
@@ -103,14 +110,25 @@ fn activated_socket() -> anyhow::Result<Option<std::net::TcpListener>> {
              check the .socket unit (ListenStream= takes an address such as 127.0.0.1:8081)"
         );
     }
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    if TAKEN.swap(true, Ordering::AcqRel) {
+        bail!("the socket passed by the service manager was already taken");
+    }
     // SAFETY: fd 3 is a listening socket that the service manager passed to
-    // this process (LISTEN_PID is ours) for it to own; it is taken once.
+    // this process (LISTEN_PID is ours) for it to own; TAKEN makes this the
+    // only owner.
     let socket = unsafe { Socket::from_raw_fd(LISTEN_FDS_START) };
     // Processes this one might start must not inherit (and hold open) it.
     socket
         .set_cloexec(true)
         .context("marking the passed socket close-on-exec")?;
     Ok(Some(socket.into()))
+}
+
+/// Socket activation is systemd's, so Unix only.
+#[cfg(not(unix))]
+fn activated_socket() -> anyhow::Result<Option<std::net::TcpListener>> {
+    Ok(None)
 }
 
 /// Binds `addr` with SO_REUSEADDR (restart while old connections linger in
@@ -120,7 +138,10 @@ fn bind(addr: SocketAddr, reuseport: bool) -> anyhow::Result<std::net::TcpListen
     let context = || format!("listening on {addr} (STRATA_LISTEN)");
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .with_context(context)?;
+    // On Windows SO_REUSEADDR would let another socket take the port.
+    #[cfg(unix)]
     socket.set_reuse_address(true).with_context(context)?;
+    #[cfg(unix)]
     if reuseport {
         socket
             .set_reuse_port(true)
@@ -130,7 +151,7 @@ fn bind(addr: SocketAddr, reuseport: bool) -> anyhow::Result<std::net::TcpListen
         if e.kind() == io::ErrorKind::AddrInUse {
             let hint = if reuseport {
                 "another process holds the port without SO_REUSEPORT, or runs as another user \
-                 (sharing a port needs both)"
+                 (sharing a port needs SO_REUSEPORT on every socket, all of one user)"
             } else {
                 "another process listens there; STRATA_REUSEPORT=true lets a new instance \
                  share the port with one that is draining"
