@@ -76,7 +76,8 @@ const RESOURCES: &[(&str, &str, &str)] = &[
     ("orders", "orders.list", "orders.object"),
 ];
 const DASHBOARD: &str = "dashboard";
-const SESSIONS: &str = "sessions";
+/// The label of the session copies (not data: left out of hit ratios).
+pub const SESSIONS: &str = "sessions";
 /// Sessions are spread over this many namespaces, so a logout drops 1/64 of
 /// the cached sessions (and costs one generation key in Redis, not one per
 /// session).
@@ -320,11 +321,8 @@ impl ApiCache {
     }
 
     fn session_key(&self, hash: &[u8; 32]) -> tiered_cache::Key {
-        let mut hex = String::with_capacity(64);
-        for b in hash {
-            hex.push_str(&format!("{b:02x}"));
-        }
-        self.session_namespace(hash).key(hex)
+        self.session_namespace(hash)
+            .key(crate::auth::hash_hex(hash))
     }
 
     /// The counters, `None` with the cache off.

@@ -127,6 +127,15 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// A token hash as 64 lowercase hex digits (its name in Redis and the cache).
+pub fn hash_hex(hash: &[u8; 32]) -> String {
+    use std::fmt::Write;
+    hash.iter().fold(String::with_capacity(64), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}"); // Writing to a String cannot fail.
+        hex
+    })
+}
+
 /// Whether a string can be a token this server issued (43 base64url
 /// characters); anything else is refused before touching the database.
 fn plausible_token(token: &str) -> bool {

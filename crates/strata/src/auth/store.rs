@@ -102,12 +102,7 @@ pub enum SessionStore {
 }
 
 fn key(hash: &[u8; 32]) -> String {
-    let mut key = String::with_capacity(15 + 64);
-    key.push_str("strata:session:");
-    for b in hash {
-        key.push_str(&format!("{b:02x}"));
-    }
-    key
+    format!("strata:session:{}", super::hash_hex(hash))
 }
 
 impl SessionStore {

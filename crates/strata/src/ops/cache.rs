@@ -12,6 +12,7 @@ use tiered_cache::{L2Status, LabelStats, LayerStats as Layer, StatsSnapshot};
 
 use super::metrics::authorize;
 use crate::app::AppState;
+use crate::cache::SESSIONS;
 use crate::http::AppError;
 
 #[derive(Serialize)]
@@ -43,8 +44,6 @@ struct Metrics {
     /// Per view; `sessions` is the local copy of sessions.
     views: std::collections::BTreeMap<String, LabelStats>,
 }
-
-const SESSIONS: &str = "sessions";
 
 fn metrics_of(mode: &'static str, s: StatsSnapshot, l1_max_bytes: u64) -> Metrics {
     let data = || {
