@@ -193,7 +193,7 @@ impl ApiCache {
     /// A view of `tenant`'s data under `params` (already normalised: the
     /// same query in another order must give the same string), from the
     /// cache or else from `load`, which reads through the `Db` it is given.
-    /// `None`: there is no such object (cached too).
+    /// `None`: there is no such object (never cached).
     ///
     /// With the cache off, `load` reads through `direct` (the session's own
     /// handle, which carries its read-your-writes position).
@@ -340,15 +340,24 @@ where
     F: FnOnce(Db) -> Fut,
     Fut: Future<Output = Loaded>,
 {
-    let floor = (fill.position() > 0).then(|| Lsn::from_u64(fill.position()));
-    let ctx = ReadCtx::new(floor);
+    // At or after the namespace's latest invalidation, and the requesting
+    // session's own latest write: a row it just created is in no
+    // invalidated namespace (creating one drops no cached object).
+    let own = db.ctx().and_then(ReadCtx::min_lsn).map_or(0, Lsn::as_u64);
+    let floor = fill.position().max(own);
+    let ctx = ReadCtx::new((floor > 0).then(|| Lsn::from_u64(floor)));
     let value = load(db.with_ctx(&ctx)).await?;
     let read_at = ctx
         .source()
         .and_then(|s| s.replayed)
         .map_or(u64::MAX, Lsn::as_u64);
-    let bytes = value.map_or_else(Bytes::new, |json| Tagged::new(json).into_bytes());
-    Ok(Filled::new(bytes).at_position(read_at))
+    Ok(match value {
+        Some(json) => Filled::new(Tagged::new(json).into_bytes()).at_position(read_at),
+        // "No such object" is never stored: no invalidation would end it
+        // when the row appears (a create drops no cached object), and a
+        // lagging replica says it about rows that exist.
+        None => Filled::new(Bytes::new()).uncacheable(),
+    })
 }
 
 /// A failed fill as the caller's error (every waiter of the fill gets one).

@@ -91,8 +91,13 @@ impl Session {
         let Some(lsn) = position else {
             return;
         };
-        if let Err(e) = app.sessions.record_write(&self.token_hash, lsn).await {
-            tracing::warn!(error = %e, "could not record the session's write position");
+        match app.sessions.record_write(&self.token_hash, lsn).await {
+            // Every instance drops its copy (the next request's bus barrier
+            // waits for that), so the session's next read anywhere carries
+            // the new position: a row it just created is in no invalidated
+            // view, only the position finds it on a replica.
+            Ok(()) => app.cache.refresh_session(&self.token_hash).await,
+            Err(e) => tracing::warn!(error = %e, "could not record the session's write position"),
         }
     }
 }
