@@ -170,6 +170,11 @@ pub(crate) struct Router {
     /// The primary's positions, each with the time the prober first saw it,
     /// oldest first: what replica lag is measured against.
     history: Mutex<VecDeque<(Instant, Lsn)>>,
+    /// When the prober last read the primary's position. While the primary
+    /// is unreachable, lag is measured as of then: a replica cannot replay
+    /// what a crashed primary never sent, and nothing newer is being
+    /// written, so it must not age out of service for that.
+    primary_reached: Mutex<Option<Instant>>,
 }
 
 impl Router {
@@ -206,6 +211,7 @@ impl Router {
             fallback: Semaphore::new(fallback_reads.max(1) as usize),
             fallback_wait,
             history: Mutex::new(VecDeque::new()),
+            primary_reached: Mutex::new(None),
             settings,
         }
     }
@@ -403,6 +409,7 @@ impl Router {
     }
 
     fn remember_primary(&self, lsn: Lsn, now: Instant) {
+        *lock(&self.primary_reached) = Some(now);
         let mut history = lock(&self.history);
         if history.back().is_none_or(|&(_, last)| lsn > last) {
             history.push_back((now, lsn));
@@ -421,6 +428,7 @@ impl Router {
 
     /// Bytes and time a replica at `replayed` is behind the primary.
     fn lag_of(&self, replayed: Lsn, now: Instant) -> (u64, Duration) {
+        let now = lock(&self.primary_reached).map_or(now, |reached| now.min(reached));
         let history = lock(&self.history);
         let bytes = history
             .back()
@@ -517,6 +525,7 @@ mod tests {
         router.remember_primary(Lsn::from_u64(10), t0 + Duration::from_millis(500));
         router.remember_primary(Lsn::from_u64(20), t0 + Duration::from_millis(700));
         let now = t0 + Duration::from_millis(1_000);
+        router.remember_primary(Lsn::from_u64(20), now);
         assert_eq!(router.lag_of(Lsn::from_u64(20), now), (0, Duration::ZERO));
         assert_eq!(
             router.lag_of(Lsn::from_u64(15), now),
@@ -525,6 +534,33 @@ mod tests {
         assert_eq!(
             router.lag_of(Lsn::from_u64(5), now),
             (15, Duration::from_millis(1_000))
+        );
+    }
+
+    #[tokio::test]
+    async fn lag_stops_growing_while_the_primary_is_unreachable() {
+        let router = router(1);
+        let t0 = Instant::now();
+        router.remember_primary(Lsn::from_u64(10), t0);
+        // The last position the prober saw before the primary crashed; the
+        // replica never received it.
+        router.remember_primary(Lsn::from_u64(20), t0 + Duration::from_millis(900));
+        let much_later = t0 + Duration::from_secs(60);
+        assert_eq!(
+            router.lag_of(Lsn::from_u64(10), much_later),
+            (10, Duration::ZERO),
+            "behind in bytes, but not in time: it stays usable"
+        );
+        assert_eq!(
+            router.lag_of(Lsn::from_u64(5), much_later),
+            (15, Duration::from_millis(900)),
+            "as far behind as it was when the primary was last reached"
+        );
+        // The primary is back: lag is measured against now again.
+        router.remember_primary(Lsn::from_u64(20), much_later);
+        assert_eq!(
+            router.lag_of(Lsn::from_u64(10), much_later),
+            (10, Duration::from_secs(60) - Duration::from_millis(900))
         );
     }
 }

@@ -1,7 +1,6 @@
 //! The application: shared state, the router with its middleware, and the
 //! server loop. Everything a request needs hangs off [`AppState`].
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,11 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderName, Request};
-use axum::serve::ListenerExt;
+use axum::serve::Listener;
 use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use strata_db::Db;
 use tokio::net::TcpListener;
-use tower::ServiceBuilder;
+use tower::{Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
@@ -102,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(CatchPanicLayer::custom(http::panic_response))
+        .layer(axum::middleware::from_fn(http::limit_headers))
         .layer(axum::middleware::from_fn(move |req, next| http::timeout(timeout, req, next)));
     Router::new()
         .merge(auth::routes::routes())
@@ -147,6 +151,30 @@ fn spawn_session_purge(db: Db, mut stop: tokio::sync::watch::Receiver<bool>) {
 /// them unread would fail it.
 const LINGER: Duration = Duration::from_secs(1);
 
+/// Headers hyper itself accepts per request. Above this it answers a bare
+/// 431 before the router sees the request; below it the router's own limit
+/// ([`http::limit_headers`]) answers in the contract's error shape.
+const HYPER_MAX_HEADERS: usize = 4 * http::MAX_HEADERS;
+
+/// The HTTP/1 and HTTP/2 connection settings: a client gets
+/// `header_timeout` to send a request's headers (slow senders cannot hold a
+/// connection), which is also how long an idle keep-alive connection stays
+/// open.
+fn connection_builder(header_timeout: Duration) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_headers(HYPER_MAX_HEADERS);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(header_timeout)
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
 /// Serves the API on `listener` until `shutdown` completes, then shuts down
 /// in order: `/readyz` answers 503 at once (so load balancers stop sending)
 /// and every response closes its connection (so keep-alive connections
@@ -164,15 +192,14 @@ pub async fn serve(
     let db = state.db.clone();
     let grace = state.config.shutdown_grace();
     let drain = state.config.drain_timeout();
+    let builder = connection_builder(state.config.header_timeout());
+    let max_connections = state.config.max_connections as usize;
     let draining = state.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     spawn_session_purge(db.clone(), stop_rx);
-    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
     let (close_listener, close_rx) = tokio::sync::watch::channel(false);
-    let listener = crate::listen::Draining::new(listener, close_rx)?
-        // Nothing to tap: through `tap_io` a custom listener's connections
-        // still give handlers their `ConnectInfo<SocketAddr>`.
-        .tap_io(|_: &mut tokio::net::TcpStream| {});
+    let mut listener = crate::listen::Draining::new(listener, close_rx)?;
+    let linger = LINGER.min(drain);
     let stop_accepting = async move {
         shutdown.await;
         draining.draining.store(true, Ordering::Release);
@@ -186,26 +213,48 @@ pub async fn serve(
             "closing the listener; draining in-flight requests"
         );
         let _ = close_listener.send(true);
-        let _ = closed_tx.send(());
-        // Completing this future makes axum close idle connections.
-        tokio::time::sleep(LINGER.min(drain)).await;
+        tokio::time::sleep(linger).await;
     };
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(stop_accepting)
-        .into_future();
-    tokio::pin!(server);
-    let deadline = async move {
-        // Only starts counting once the listener is closed.
-        if closed_rx.await.is_ok() {
-            tokio::time::sleep(drain).await;
-        } else {
-            std::future::pending::<()>().await;
+    tokio::pin!(stop_accepting);
+    let mut make_service = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let connections = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    loop {
+        // At the limit, connections wait in the kernel's queue.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot,
+            () = &mut stop_accepting => break,
+        };
+        let Ok(slot) = slot else { break };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut stop_accepting => break,
+        };
+        // Responses are written whole; waiting to coalesce small segments
+        // only adds latency.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
-    };
-    tokio::select! {
-        result = &mut server => result?,
-        _ = deadline => tracing::warn!("drain deadline reached; closing the remaining connections"),
+        let Ok(service) = make_service.call(peer).await;
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .into_owned();
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = connection.await {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    // Idle connections close now; requests in flight get what is left of
+    // the drain time.
+    if tokio::time::timeout(drain.saturating_sub(linger), connections.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain deadline reached; closing the remaining connections");
     }
     let _ = stop_tx.send(true);
     db.close().await;

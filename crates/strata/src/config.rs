@@ -74,6 +74,20 @@ pub struct Config {
     #[arg(long, env = "STRATA_REQUEST_TIMEOUT", value_name = "STRATA_REQUEST_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
     pub request_timeout_secs: u64,
 
+    /// How long a client may take to send a request's headers, in seconds;
+    /// also how long an idle keep-alive connection stays open. Keep it above
+    /// the keep-alive timeout of any proxy in front (nginx's upstream
+    /// default is 60 s), so the proxy never reuses a connection that is
+    /// closing.
+    #[arg(long, env = "STRATA_HEADER_TIMEOUT", value_name = "STRATA_HEADER_TIMEOUT", default_value_t = 75, value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    pub header_timeout_secs: u64,
+
+    /// Most client connections served at once; beyond it new connections
+    /// wait in the kernel's queue. Each takes a file descriptor: raise the
+    /// process's limit to match (`LimitNOFILE` in the systemd units).
+    #[arg(long, env = "STRATA_MAX_CONNECTIONS", value_name = "STRATA_MAX_CONNECTIONS", default_value_t = 25_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000), global = true)]
+    pub max_connections: u32,
+
     /// Largest number of connections in each database pool.
     #[arg(long, env = "STRATA_DB_MAX_CONNECTIONS", value_name = "STRATA_DB_MAX_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
     pub db_max_connections: u32,
@@ -188,6 +202,10 @@ impl Config {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs_f64(self.shutdown_grace_secs)
+    }
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs)
     }
 
     pub fn drain_timeout(&self) -> Duration {

@@ -151,23 +151,28 @@ fn plausible_token(token: &str) -> bool {
 }
 
 /// The token a request carries: `Authorization: Bearer …` first, then the
-/// session cookie.
+/// session cookie. A request with two of either, or an `Authorization`
+/// header that is not readable text, carries none: ambiguous credentials
+/// are no credentials.
 pub fn request_token(headers: &HeaderMap) -> Option<&str> {
-    if let Some(auth) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        let (scheme, token) = auth.split_once(' ')?;
+    let mut auth = headers.get_all(header::AUTHORIZATION).iter();
+    if let Some(value) = auth.next() {
+        if auth.next().is_some() {
+            return None;
+        }
+        let (scheme, token) = value.to_str().ok()?.split_once(' ')?;
         return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
     }
-    headers
+    let mut tokens = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.trim())
+        .filter(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.trim());
+    let token = tokens.next()?;
+    tokens.next().is_none().then_some(token)
 }
 
 impl FromRequestParts<AppState> for Session {

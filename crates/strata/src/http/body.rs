@@ -97,6 +97,9 @@ pub fn parse<T: DeserializeOwned + InputFields>(bytes: &[u8]) -> Result<T, AppEr
             ));
         }
     }
+    for (key, value) in &map {
+        nul_fields(value, key.clone(), &mut errors);
+    }
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
     }
@@ -105,6 +108,27 @@ pub fn parse<T: DeserializeOwned + InputFields>(bytes: &[u8]) -> Result<T, AppEr
         let message = e.into_inner().to_string();
         AppError::Validation(vec![FieldError::new(field, message)])
     })
+}
+
+/// Names every string under `value` that holds a NUL character: PostgreSQL
+/// text cannot store one, and both backends refuse what either refuses.
+fn nul_fields(value: &Value, path: String, errors: &mut Vec<FieldError>) {
+    match value {
+        Value::String(s) if s.contains('\0') => {
+            errors.push(FieldError::new(path, "must not contain NUL characters"));
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                nul_fields(item, format!("{path}[{i}]"), errors);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                nul_fields(item, format!("{path}.{key}"), errors);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// For `Option<Option<T>>` fields: absent stays `None` (through

@@ -63,6 +63,29 @@ pub async fn timeout(limit: Duration, request: Request, next: Next) -> Response 
     }
 }
 
+/// Most header fields a request may carry.
+pub const MAX_HEADERS: usize = 100;
+/// Most bytes a request's header fields may hold, names and values.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Refuses requests with more or larger header fields than any client of
+/// the API sends (431 in the contract's shape), before anything reads them.
+pub async fn limit_headers(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        return AppError::HeadersTooLarge(format!(
+            "the request has {} header fields of {bytes} bytes; at most {MAX_HEADERS} fields of {MAX_HEADER_BYTES} bytes are accepted",
+            headers.len()
+        ))
+        .into_response();
+    }
+    next.run(request).await
+}
+
 /// A panic in a handler becomes the contract's 500 (and a log line), never a
 /// dropped connection.
 pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {

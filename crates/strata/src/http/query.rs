@@ -14,11 +14,29 @@ pub const MAX_Q: usize = 200;
 
 /// Reads a list request's query string for the resource `spec` describes.
 pub fn parse_list(spec: &'static Spec, raw: Option<&str>) -> Result<ListParams, AppError> {
+    let raw = raw.unwrap_or("");
+    // `form_urlencoded` decodes bytes that are not UTF-8 into U+FFFD; a
+    // client that sent them meant something else, so say so.
+    if percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .is_err()
+    {
+        return Err(AppError::bad_request(
+            "the query string is not valid UTF-8 once percent-decoded",
+        ));
+    }
     let mut params = spec.default_params();
     let mut seen: Vec<String> = Vec::new();
-    for (name, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+    for (name, value) in form_urlencoded::parse(raw.as_bytes()) {
         if seen.iter().any(|s| *s == name) {
             return Err(AppError::bad_param(&name, "is given more than once"));
+        }
+        // No database text holds NUL (PostgreSQL refuses it).
+        if name.contains('\0') || value.contains('\0') {
+            return Err(AppError::bad_param(
+                &name,
+                "must not contain NUL characters",
+            ));
         }
         seen.push(name.to_string());
         match name.as_ref() {

@@ -7,6 +7,8 @@ mod cached;
 mod cli;
 #[path = "../../../strata-db/tests/it/cluster.rs"]
 mod cluster;
+mod faults;
+mod hostile;
 mod instances;
 mod isolation;
 mod listen;
