@@ -195,6 +195,7 @@ pub async fn serve(
     let builder = connection_builder(state.config.header_timeout());
     let max_connections = state.config.max_connections as usize;
     let draining = state.clone();
+    let warming = state.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     spawn_session_purge(db.clone(), stop_rx);
     let (close_listener, close_rx) = tokio::sync::watch::channel(false);
@@ -257,6 +258,7 @@ pub async fn serve(
         tracing::warn!("drain deadline reached; closing the remaining connections");
     }
     let _ = stop_tx.send(true);
+    warming.warming.stop();
     db.close().await;
     tracing::info!("stopped");
     Ok(())

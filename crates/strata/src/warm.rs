@@ -21,12 +21,20 @@ use crate::resources::{load_list, ApiResource};
 /// Warms running at once across all tenants.
 const CONCURRENT_WARMS: usize = 2;
 
-/// Counted by outcome: `warmed`, `already_warm`, `already_running`, `failed`.
+/// Counted by outcome: `warmed`, `already_warm`, `already_running`, `failed`, `stopped` (shutdown).
 pub const WARMS: &str = "strata_cache_warms_total";
 
 pub struct Warming {
     running: Mutex<HashSet<Uuid>>,
     permits: Semaphore,
+}
+
+impl Warming {
+    /// Starts no more warms (shutdown): warms waiting for a turn end at
+    /// once; the ones running finish their current step.
+    pub fn stop(&self) {
+        self.permits.close();
+    }
 }
 
 impl Default for Warming {
@@ -76,7 +84,7 @@ pub fn start(app: &AppState, tenant: Uuid) {
 
 async fn warm(app: &AppState, tenant: Uuid) -> &'static str {
     let Ok(_permit) = app.warming.permits.acquire().await else {
-        return "failed"; // The semaphore is never closed.
+        return "stopped"; // Shutting down.
     };
     let cache = &app.cache;
     if cache
