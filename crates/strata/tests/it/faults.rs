@@ -10,19 +10,7 @@ use sqlx::postgres::PgPoolOptions;
 use testkit::RedisServer;
 
 use crate::cluster::{eventually, Cluster};
-use crate::support::{test_config, TestApp};
-
-/// How often the replica itself has read `contacts` (its own statistics).
-async fn replica_contact_reads(pool: &sqlx::PgPool) -> i64 {
-    sqlx::query_scalar::<_, i64>(
-        "SELECT COALESCE(seq_scan, 0) + COALESCE(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'contacts'",
-    )
-    .fetch_optional(pool)
-    .await
-    .ok()
-    .flatten()
-    .unwrap_or(0)
-}
+use crate::support::{replica_contact_reads, test_config, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primary_stopped_writes_503_reads_go_on_then_recover() {

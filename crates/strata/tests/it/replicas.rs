@@ -9,19 +9,7 @@ use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::cluster::{as_postgres, eventually, Cluster};
-use crate::support::{test_config, Client, TestApp};
-
-/// How often the replica itself has read `contacts` (its own statistics).
-async fn replica_contact_reads(pool: &sqlx::PgPool) -> i64 {
-    sqlx::query_scalar::<_, i64>(
-        "SELECT COALESCE(seq_scan, 0) + COALESCE(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'contacts'",
-    )
-    .fetch_optional(pool)
-    .await
-    .ok()
-    .flatten()
-    .unwrap_or(0)
-}
+use crate::support::{replica_contact_reads, test_config, Client, TestApp};
 
 async fn instance(cluster: &Cluster) -> TestApp {
     let mut config = test_config(&cluster.url(cluster.primary_port));

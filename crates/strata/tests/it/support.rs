@@ -202,6 +202,18 @@ impl Drop for TestApp {
 
 /// The configuration a test server starts from: everything default but the
 /// database.
+/// How often the replica itself has read `contacts` (its own statistics).
+pub async fn replica_contact_reads(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar::<_, i64>(
+        "SELECT COALESCE(seq_scan, 0) + COALESCE(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'contacts'",
+    )
+    .fetch_optional(pool)
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or(0)
+}
+
 pub fn test_config(url: &str) -> strata::Config {
     use clap::Parser;
     let mut cli = strata::cli::Cli::try_parse_from(["strata"]).expect("defaults parse");
