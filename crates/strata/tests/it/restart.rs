@@ -1,5 +1,5 @@
 //! A rolling restart behind nginx fails no request. Two `strata serve`
-//! instances share one PostgreSQL database behind nginx, configured with the
+//! instances share one PostgreSQL database and one Redis behind nginx, configured with the
 //! shipped `deploy/nginx/strata.conf`. While clients read and write through
 //! nginx, each instance in turn gets SIGTERM and a replacement is started on
 //! its port (SO_REUSEPORT), as a deploy would do. Every request must get the
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{json, Value};
+use testkit::RedisServer;
 use tokio::sync::watch;
 
 use crate::instances::{database_with_admin, free_addr, serve, Instance, EMAIL, PASSWORD};
@@ -307,10 +308,13 @@ impl Session {
     }
 }
 
-/// Starts an instance on `addr` the way the deploy examples run them.
-fn instance(db_url: &str, addr: SocketAddr) -> Instance {
+/// Starts an instance on `addr` the way the deploy examples run them:
+/// several instances share one Redis (their caches' invalidations and the
+/// sessions); without it each would serve its own stale copies.
+fn instance(db_url: &str, redis: &RedisServer, addr: SocketAddr) -> Instance {
     let mut command = serve(db_url, addr);
     command
+        .env("REDIS_URL", redis.url())
         .env("STRATA_SHUTDOWN_GRACE", GRACE)
         .env("STRATA_TRUST_FORWARDED_FOR", "true")
         // The clients write far faster than a person: no 429 in this test.
@@ -322,10 +326,11 @@ fn instance(db_url: &str, addr: SocketAddr) -> Instance {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_behind_nginx_fails_no_request() {
     let database = database_with_admin().await;
+    let redis = RedisServer::start();
     let addrs = [free_addr(), free_addr()];
     let mut instances = [
-        instance(database.url(), addrs[0]),
-        instance(database.url(), addrs[1]),
+        instance(database.url(), &redis, addrs[0]),
+        instance(database.url(), &redis, addrs[1]),
     ];
     let nginx = Nginx::start(addrs).await;
     let base = format!("http://{}", nginx.addr);
@@ -342,7 +347,7 @@ async fn a_rolling_restart_behind_nginx_fails_no_request() {
     for slot in 0..instances.len() {
         instances[slot].terminate();
         // The replacement binds the same port while the old one drains.
-        let replacement = instance(database.url(), addrs[slot]);
+        let replacement = instance(database.url(), &redis, addrs[slot]);
         let mut old = std::mem::replace(&mut instances[slot], replacement);
         let status = old.exited(Duration::from_secs(60)).await;
         assert!(
