@@ -65,6 +65,25 @@ pub fn as_postgres(cwd: &Path, program: &str, args: &[&str]) {
     );
 }
 
+/// `pg_ctl start` or `stop` (immediate: like a crash, so open connections
+/// break mid-stream) on the server `name` of the cluster folder `root`.
+/// Takes the folder rather than the cluster, so that a test can run it on a
+/// blocking thread while it keeps sending requests.
+pub fn pg_ctl_in(root: &Path, name: &str, action: &str) {
+    let data = root.join(name);
+    let log = root.join(format!("{name}.log"));
+    let (d, l) = (data.to_str().expect("utf-8"), log.to_str().expect("utf-8"));
+    match action {
+        "start" => as_postgres(
+            root,
+            "pg_ctl",
+            &["-D", d, "-l", l, "-w", "-t", "60", "start"],
+        ),
+        "stop" => as_postgres(root, "pg_ctl", &["-D", d, "-m", "immediate", "-w", "stop"]),
+        other => panic!("unknown pg_ctl action {other}"),
+    }
+}
+
 fn append(path: &Path, text: &str) {
     use std::io::Write;
     let mut file = std::fs::OpenOptions::new()
@@ -162,23 +181,7 @@ impl Cluster {
     }
 
     pub fn pg_ctl(&self, name: &str, action: &str) {
-        let data = self.data(name);
-        let log = self.dir.path().join(format!("{name}.log"));
-        let (d, l) = (data.to_str().expect("utf-8"), log.to_str().expect("utf-8"));
-        match action {
-            "start" => as_postgres(
-                self.dir.path(),
-                "pg_ctl",
-                &["-D", d, "-l", l, "-w", "-t", "60", "start"],
-            ),
-            // Immediate: like a crash, so open connections break mid-stream.
-            "stop" => as_postgres(
-                self.dir.path(),
-                "pg_ctl",
-                &["-D", d, "-m", "immediate", "-w", "stop"],
-            ),
-            other => panic!("unknown pg_ctl action {other}"),
-        }
+        pg_ctl_in(self.dir.path(), name, action);
     }
 
     pub fn url(&self, port: u16) -> String {

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::support::TestDb;
 
-use crate::cluster::{as_postgres, eventually, Cluster};
+use crate::cluster::{eventually, pg_ctl_in, Cluster};
 
 /// How many times the server itself has scanned `contacts` (its statistics,
 /// flushed by each backend within about a second).
@@ -241,24 +241,9 @@ async fn replica_serves_reads_sessions_read_their_writes_and_outages_fail_nothin
     )
     .await;
 
-    let stopping = tokio::task::spawn_blocking({
-        let data = cluster.data("replica");
-        let dir = cluster.dir.path().to_owned();
-        move || {
-            as_postgres(
-                &dir,
-                "pg_ctl",
-                &[
-                    "-D",
-                    data.to_str().expect("utf-8"),
-                    "-m",
-                    "immediate",
-                    "-w",
-                    "stop",
-                ],
-            )
-        }
-    });
+    let root = cluster.dir.path().to_owned();
+    let dir = root.clone();
+    let stopping = tokio::task::spawn_blocking(move || pg_ctl_in(&dir, "replica", "stop"));
     stopping.await.expect("stop the replica");
     let (_, primary_at_stop) = counts();
     eventually(
@@ -270,27 +255,7 @@ async fn replica_serves_reads_sessions_read_their_writes_and_outages_fail_nothin
     assert!(db.replica_status().first().is_some_and(|r| !r.usable));
 
     let (replica_at_restart, _) = counts();
-    let starting = tokio::task::spawn_blocking({
-        let data = cluster.data("replica");
-        let log = cluster.dir.path().join("replica.log");
-        let dir = cluster.dir.path().to_owned();
-        move || {
-            as_postgres(
-                &dir,
-                "pg_ctl",
-                &[
-                    "-D",
-                    data.to_str().expect("utf-8"),
-                    "-l",
-                    log.to_str().expect("utf-8"),
-                    "-w",
-                    "-t",
-                    "60",
-                    "start",
-                ],
-            )
-        }
-    });
+    let starting = tokio::task::spawn_blocking(move || pg_ctl_in(&root, "replica", "start"));
     starting.await.expect("restart the replica");
     eventually(
         "reads come back to the restarted replica",

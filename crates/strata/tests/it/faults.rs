@@ -9,7 +9,7 @@ use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use testkit::RedisServer;
 
-use crate::cluster::{eventually, Cluster};
+use crate::cluster::{eventually, pg_ctl_in, Cluster};
 use crate::support::{replica_contact_reads, test_config, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,22 +61,9 @@ async fn primary_stopped_writes_503_reads_go_on_then_recover() {
     )
     .await;
 
-    let dir = cluster.dir.path().to_owned();
-    let stop = {
-        let data = cluster.data("primary");
-        move |action: &'static str| {
-            let d = data.to_str().expect("utf-8").to_owned();
-            let log = dir.join("primary.log");
-            let l = log.to_str().expect("utf-8").to_owned();
-            let args: Vec<&str> = match action {
-                "stop" => vec!["-D", &d, "-m", "immediate", "-w", "stop"],
-                _ => vec!["-D", &d, "-l", &l, "-w", "-t", "60", "start"],
-            };
-            crate::cluster::as_postgres(&dir, "pg_ctl", &args);
-        }
-    };
-    let pg_ctl = stop.clone();
-    tokio::task::spawn_blocking(move || pg_ctl("stop"))
+    let root = cluster.dir.path().to_owned();
+    let dir = root.clone();
+    tokio::task::spawn_blocking(move || pg_ctl_in(&dir, "primary", "stop"))
         .await
         .expect("primary stopped");
 
@@ -130,8 +117,7 @@ async fn primary_stopped_writes_503_reads_go_on_then_recover() {
 
     // The primary comes back: writes succeed again without a restart of
     // the instance, and the session reads them at once.
-    let pg_ctl = stop;
-    tokio::task::spawn_blocking(move || pg_ctl("start"))
+    tokio::task::spawn_blocking(move || pg_ctl_in(&root, "primary", "start"))
         .await
         .expect("primary restarted");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::cluster::{as_postgres, eventually, Cluster};
+use crate::cluster::{eventually, pg_ctl_in, Cluster};
 use crate::support::{replica_contact_reads, test_config, Client, TestApp};
 
 async fn instance(cluster: &Cluster) -> TestApp {
@@ -143,14 +143,9 @@ async fn sessions_read_their_writes_through_a_lagging_replica() {
 
     // A replica outage fails no request; reads move to the primary and
     // come back to the replica when it returns.
-    let stop = tokio::task::spawn_blocking({
-        let dir = cluster.dir.path().to_owned();
-        let data = cluster.data("replica");
-        move || {
-            let d = data.to_str().expect("utf-8").to_owned();
-            as_postgres(&dir, "pg_ctl", &["-D", &d, "-m", "immediate", "-w", "stop"]);
-        }
-    });
+    let root = cluster.dir.path().to_owned();
+    let dir = root.clone();
+    let stop = tokio::task::spawn_blocking(move || pg_ctl_in(&dir, "replica", "stop"));
     for _ in 0..40 {
         reader.get("/api/contacts").await.assert_status(200);
         alice
@@ -172,22 +167,7 @@ async fn sessions_read_their_writes_through_a_lagging_replica() {
         .await
         .assert_status(200);
 
-    let restart = tokio::task::spawn_blocking({
-        let cluster_dir = cluster.dir.path().to_owned();
-        let data = cluster.data("replica");
-        move || {
-            let log = cluster_dir.join("replica.log");
-            let (d, l) = (
-                data.to_str().expect("utf-8").to_owned(),
-                log.to_str().expect("utf-8").to_owned(),
-            );
-            as_postgres(
-                &cluster_dir,
-                "pg_ctl",
-                &["-D", &d, "-l", &l, "-w", "-t", "60", "start"],
-            );
-        }
-    });
+    let restart = tokio::task::spawn_blocking(move || pg_ctl_in(&root, "replica", "start"));
     restart.await.expect("replica restarted");
     let replica = PgPoolOptions::new()
         .max_connections(1)
