@@ -264,9 +264,10 @@ fn apply(inner: &Inner, payload: &[u8]) {
             if instance != inner.instance {
                 inner.stats.invalidation(label);
             }
+            let settle = Some(inner.policy(label).settle).filter(|w| !w.is_zero());
             inner
                 .gens
-                .observe(ns, generation, position, inner.gens.epoch(), None);
+                .observe(ns, generation, position, inner.gens.epoch(), None, settle);
         }
         Message::Dropped {
             generation,
@@ -275,6 +276,7 @@ fn apply(inner: &Inner, payload: &[u8]) {
             params,
         } => {
             if instance != inner.instance {
+                inner.fences.record(ns, params);
                 inner
                     .l1
                     .remove(&L1KeyRef::from_parts(ns, generation, params));

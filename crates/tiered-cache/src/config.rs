@@ -17,6 +17,7 @@ pub struct Policy {
     pub(crate) jitter: Duration,
     pub(crate) stale_grace: Option<Duration>,
     pub(crate) l2: bool,
+    pub(crate) settle: Duration,
 }
 
 impl Policy {
@@ -28,6 +29,7 @@ impl Policy {
             jitter: Duration::ZERO,
             stale_grace: None,
             l2: true,
+            settle: Duration::ZERO,
         }
     }
 
@@ -58,6 +60,23 @@ impl Policy {
     /// it. Invalidations still go through Redis and the bus, so every instance drops its copy.
     pub fn local_only(mut self) -> Self {
         self.l2 = false;
+        self
+    }
+
+    /// Coalesce invalidations that carry a position: [`invalidate_at`] with a position above 0
+    /// no longer moves the generation (dropping every entry at once); it records the position,
+    /// and entries read at a lower position stay servable for up to `window` after this
+    /// instance learned of it, except to a reader whose own changes they miss
+    /// ([`get_or_fill_after`]). A namespace written many times a second then refills each key
+    /// about once per window instead of after every write, and readers other than the writer
+    /// see a change at most `window` (plus the bus' delivery time) late. Default: zero (every
+    /// invalidation drops the entries at once). [`invalidate`] (no position) always does.
+    ///
+    /// [`invalidate_at`]: crate::TieredCache::invalidate_at
+    /// [`invalidate`]: crate::TieredCache::invalidate
+    /// [`get_or_fill_after`]: crate::TieredCache::get_or_fill_after
+    pub fn settle(mut self, window: Duration) -> Self {
+        self.settle = window;
         self
     }
 }

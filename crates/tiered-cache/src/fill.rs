@@ -35,8 +35,9 @@ impl FillContext {
     }
 
     /// The highest position passed to [`TieredCache::invalidate_at`](crate::TieredCache::invalidate_at)
-    /// for the namespace when the fill started (0 if none): the point that the source the fill
-    /// reads from must have reached for the value to be current. A server reading from replicas
+    /// for the namespace when the fill started (0 if none), or the reader's own position given
+    /// to [`get_or_fill_after`](crate::TieredCache::get_or_fill_after) if higher: the point that
+    /// the source the fill reads from must have reached for the value to be current. A server reading from replicas
     /// compares it with a replica's replay position (e.g. a PostgreSQL LSN) and reads from the
     /// primary if no replica has reached it, or reports the position it read at with
     /// [`Filled::at_position`] so that the cache refuses to store a value from behind it.
@@ -74,7 +75,9 @@ impl Filled {
 
     /// The position the value was read at (e.g. the LSN a replica had replayed). The cache
     /// refuses to store it if it is below [`FillContext::position`], i.e. if the source had not
-    /// yet seen the write behind the namespace's latest invalidation.
+    /// yet seen the write behind the namespace's latest invalidation. A value stored without
+    /// one counts as read at `FillContext::position`: report a position whenever the source
+    /// may have been behind, or could have missed a write made while the fill ran.
     pub fn at_position(mut self, position: u64) -> Self {
         self.position = Some(position);
         self

@@ -7,8 +7,15 @@
 //!    an invalidation it knows of (that would resurrect the invalidated entries).
 //! 2. A generation is *trusted* (used without asking Redis) only while the invalidation bus is
 //!    subscribed and has been since the generation was read, so no bump can have been missed.
+//!
+//! Besides the generation, each namespace has positions: the highest invalidation position seen
+//! (`position`), and how far those invalidations have *settled* (`floor`). A settling
+//! invalidation (see [`Policy::settle`](crate::Policy::settle)) does not move the generation; it
+//! records its position with the time this instance learned of it, and becomes part of the
+//! floor once its window has passed. Entries read at a position below the floor are not served.
+//! Whatever is learned without knowing when it happened (a read from Redis) settles at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -22,12 +29,19 @@ pub(crate) const LOCAL_BIT: u64 = 1 << 63;
 /// `trusted_epoch` while the bus is not subscribed: no entry is ever stamped with it.
 const NO_EPOCH: u64 = u64::MAX;
 
+/// At most this many unsettled positions are kept per namespace; beyond it the oldest settles
+/// early (which only makes entries miss sooner).
+const MAX_UNSETTLED: usize = 32;
+
 /// What a lookup resolved for a namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Resolved {
     pub(crate) generation: u64,
     /// The highest position passed to `invalidate_at` for the namespace (0 if none).
     pub(crate) position: u64,
+    /// Every invalidation at or below this position has settled: an entry read below it is
+    /// not served to anyone. Equal to `position` unless settling invalidations are recent.
+    pub(crate) floor: u64,
     /// The generation is known to be current (trusted mirror, fresh Redis read, or no Redis at
     /// all), so L1 entries stored under it are valid whatever their age.
     pub(crate) fresh: bool,
@@ -37,6 +51,13 @@ impl Resolved {
     /// Whether the generation came from Redis, so L2 entries may exist under it.
     pub(crate) fn in_redis(&self) -> bool {
         self.generation & LOCAL_BIT == 0
+    }
+
+    /// The lowest position an entry may have been read at to be served to a reader whose own
+    /// changes go up to `own`: past every settled invalidation, and past the reader's own
+    /// changes unless it is past every invalidation anyway.
+    pub(crate) fn need(&self, own: u64) -> u64 {
+        self.floor.max(self.position.min(own))
     }
 }
 
@@ -64,7 +85,73 @@ enum Source {
 struct Entry {
     generation: u64,
     position: u64,
+    /// Every invalidation at or below it has settled.
+    settled: u64,
+    /// Settling invalidations above `settled`: when this instance learned of each (oldest
+    /// first), and its position.
+    unsettled: VecDeque<(Instant, u64)>,
+    /// How long the namespace's invalidations take to settle.
+    window: Duration,
     source: Source,
+}
+
+impl Entry {
+    fn new(generation: u64, position: u64, source: Source) -> Entry {
+        Entry {
+            generation,
+            position,
+            settled: position,
+            unsettled: VecDeque::new(),
+            window: Duration::ZERO,
+            source,
+        }
+    }
+
+    /// The settled floor at `now`.
+    fn floor(&self, now: Instant) -> u64 {
+        self.unsettled
+            .iter()
+            .take_while(|(at, _)| now.saturating_duration_since(*at) >= self.window)
+            .fold(self.settled, |floor, (_, p)| floor.max(*p))
+    }
+
+    /// Records an invalidation at `position`: settling from `now` over `window` if given, else
+    /// settled at once (along with everything at or below it).
+    fn raise(&mut self, position: u64, settling: Option<(Instant, Duration)>) {
+        // A position at or below one already recorded adds nothing: entries behind it are
+        // behind that one too, which settles no later.
+        let newer = position > self.position;
+        self.position = self.position.max(position);
+        match settling {
+            Some((now, window)) if newer => {
+                self.window = window;
+                while self
+                    .unsettled
+                    .front()
+                    .is_some_and(|(at, _)| now.saturating_duration_since(*at) >= window)
+                    || self.unsettled.len() >= MAX_UNSETTLED
+                {
+                    if let Some((_, p)) = self.unsettled.pop_front() {
+                        self.settled = self.settled.max(p);
+                    }
+                }
+                self.unsettled.push_back((now, position));
+            }
+            Some(_) => {}
+            None => {
+                self.settled = self.settled.max(position);
+                let settled = self.settled;
+                self.unsettled.retain(|(_, p)| *p > settled);
+            }
+        }
+    }
+
+    /// Everything known settles now (a generation change made older entries unreachable
+    /// anyway, or the invalidation's time is unknown).
+    fn settle(&mut self) {
+        self.settled = self.position;
+        self.unsettled.clear();
+    }
 }
 
 type Map = HashMap<Box<str>, Entry, foldhash::fast::RandomState>;
@@ -132,18 +219,18 @@ impl Generations {
         // L1 only: the first generation of a namespace is simply a new number.
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         let generation = self.new_local();
-        let e = map.entry(ns.into()).or_insert(Entry {
-            generation,
-            position: 0,
-            source: Source::Local { pending: false },
-        });
+        let e = map
+            .entry(ns.into())
+            .or_insert_with(|| Entry::new(generation, 0, Source::Local { pending: false }));
         self.classify(e, now)
     }
 
     fn classify(&self, e: &Entry, now: Instant) -> Lookup {
+        // Only a trusted mirror knows when invalidations happened; otherwise all have settled.
         let resolved = |fresh| Resolved {
             generation: e.generation,
             position: e.position,
+            floor: if fresh { e.floor(now) } else { e.position },
             fresh,
         };
         if !self.redis {
@@ -173,6 +260,9 @@ impl Generations {
     /// Records what Redis said: a read sent in `epoch`, a bus message, or the result of our own
     /// INCR. `replaces_local` is the local generation that was current when our own INCR was
     /// sent (it covers that local invalidation); reads and bus messages pass `None`.
+    /// `settling`: the position comes from an invalidation made just now (a bus message or our
+    /// own) that settles over this window if it did not move the generation; `None` for reads,
+    /// whose invalidations are of unknown age and settle at once.
     ///
     /// Returns what the caller should use now; `fresh` unless a pending local invalidation
     /// still has to be replayed.
@@ -183,22 +273,29 @@ impl Generations {
         position: u64,
         epoch: u64,
         replaces_local: Option<u64>,
+        settling: Option<Duration>,
     ) -> Resolved {
         let now = Instant::now();
+        let settling = settling.map(|window| (now, window));
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        let e = map.entry(ns.into()).or_insert(Entry {
-            generation,
-            position,
-            source: Source::Redis { epoch, at: now },
-        });
+        let e = map
+            .entry(ns.into())
+            .or_insert_with(|| Entry::new(generation, position, Source::Redis { epoch, at: now }));
         match e.source {
             // Within Redis' history generations only grow (INCR; re-initialised from the clock
             // if the key is lost), so the larger one is the newer: a read that left before an
             // invalidation can come back after the bus message carrying the bump, and must not
             // roll the mirror back.
             Source::Redis { epoch: seen_in, .. } => {
-                e.generation = e.generation.max(generation);
-                e.position = e.position.max(position);
+                if generation > e.generation {
+                    e.generation = generation;
+                    e.raise(position, None);
+                    e.settle();
+                } else if generation == e.generation {
+                    e.raise(position, settling);
+                } else {
+                    e.raise(position, None);
+                }
                 // Only a read sent in the current epoch (or later than the entry's) can vouch
                 // for the value; an older one may predate a missed message.
                 if epoch >= seen_in {
@@ -208,10 +305,11 @@ impl Generations {
             // A local invalidation Redis has not counted: its value must win over anything Redis
             // says until our INCR that covers it has been confirmed.
             Source::Local { pending: true } if replaces_local != Some(e.generation) => {
-                e.position = e.position.max(position);
+                e.raise(position, None);
                 return Resolved {
                     generation: e.generation,
                     position: e.position,
+                    floor: e.position,
                     fresh: false,
                 };
             }
@@ -220,13 +318,15 @@ impl Generations {
             // unreachable, which is what an invalidation wants anyway).
             Source::Local { .. } => {
                 e.generation = generation;
-                e.position = e.position.max(position);
+                e.raise(position, None);
+                e.settle();
                 e.source = Source::Redis { epoch, at: now };
             }
         }
         Resolved {
             generation: e.generation,
             position: e.position,
+            floor: e.floor(now),
             fresh: true,
         }
     }
@@ -257,19 +357,32 @@ impl Generations {
         let position = position.max(old_position);
         map.insert(
             ns.into(),
-            Entry {
+            Entry::new(
                 generation,
                 position,
-                source: Source::Local {
+                Source::Local {
                     pending: self.redis,
                 },
-            },
+            ),
         );
         Resolved {
             generation,
             position,
+            floor: position,
             fresh: !self.redis,
         }
+    }
+
+    /// A settling invalidation without Redis (the mirror is the only copy): the generation
+    /// stays, the position settles over `window`.
+    pub(crate) fn settle_local(&self, ns: &str, position: u64, window: Duration) {
+        debug_assert!(!self.redis, "with Redis, settling goes through Redis");
+        let now = Instant::now();
+        let generation = self.new_local();
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(ns.into())
+            .or_insert_with(|| Entry::new(generation, 0, Source::Local { pending: false }))
+            .raise(position, Some((now, window)));
     }
 
     /// A generation for a namespace Redis could not tell us about (never fresh): keep what we
@@ -277,14 +390,13 @@ impl Generations {
     pub(crate) fn fallback(&self, ns: &str) -> Resolved {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         let generation = self.new_local();
-        let e = map.entry(ns.into()).or_insert(Entry {
-            generation,
-            position: 0,
-            source: Source::Local { pending: false },
-        });
+        let e = map
+            .entry(ns.into())
+            .or_insert_with(|| Entry::new(generation, 0, Source::Local { pending: false }));
         Resolved {
             generation: e.generation,
             position: e.position,
+            floor: e.position,
             fresh: false,
         }
     }
@@ -304,24 +416,24 @@ mod tests {
     fn observe_never_rolls_back() {
         let g = gens();
         let e = g.epoch();
-        assert_eq!(g.observe("ns", 6, 0, e, None).generation, 6);
-        assert_eq!(g.observe("ns", 5, 0, e, None).generation, 6);
+        assert_eq!(g.observe("ns", 6, 0, e, None, None).generation, 6);
+        assert_eq!(g.observe("ns", 5, 0, e, None, None).generation, 6);
         assert!(matches!(g.lookup("ns", Instant::now()), Lookup::Trusted(_)));
     }
 
     #[test]
     fn a_reconnect_makes_everything_untrusted() {
         let g = gens();
-        g.observe("ns", 6, 0, g.epoch(), None);
+        g.observe("ns", 6, 0, g.epoch(), None, None);
         let before = g.epoch();
         g.bus_down();
         assert!(matches!(g.lookup("ns", Instant::now()), Lookup::Unsure(_)));
         g.bus_up();
         // A read sent before the resubscribe cannot restore trust...
-        g.observe("ns", 6, 0, before, None);
+        g.observe("ns", 6, 0, before, None, None);
         assert!(matches!(g.lookup("ns", Instant::now()), Lookup::Unsure(_)));
         // ...one sent after it can.
-        g.observe("ns", 7, 0, g.epoch(), None);
+        g.observe("ns", 7, 0, g.epoch(), None, None);
         assert!(matches!(
             g.lookup("ns", Instant::now()),
             Lookup::Trusted(Resolved { generation: 7, .. })
@@ -332,15 +444,15 @@ mod tests {
     fn a_pending_local_invalidation_wins_until_replayed() {
         let g = gens();
         let e = g.epoch();
-        g.observe("ns", 6, 0, e, None);
+        g.observe("ns", 6, 0, e, None, None);
         let local = g.bump_local("ns", 42);
         assert!(!local.in_redis());
         // Redis, not having seen the invalidation, still says 6: must be ignored.
-        let r = g.observe("ns", 6, 0, e, None);
+        let r = g.observe("ns", 6, 0, e, None, None);
         assert_eq!(r.generation, local.generation);
         assert!(matches!(g.lookup("ns", Instant::now()), Lookup::Pending(_)));
         // Our INCR that covers it: Redis' value now replaces the local one.
-        let r = g.observe("ns", 7, 42, e, Some(local.generation));
+        let r = g.observe("ns", 7, 42, e, Some(local.generation), None);
         assert_eq!((r.generation, r.position), (7, 42));
         assert!(matches!(g.lookup("ns", Instant::now()), Lookup::Trusted(_)));
     }
@@ -350,7 +462,7 @@ mod tests {
         let g = gens();
         let first = g.bump_local("ns", 0);
         let second = g.bump_local("ns", 0);
-        let r = g.observe("ns", 9, 0, g.epoch(), Some(first.generation));
+        let r = g.observe("ns", 9, 0, g.epoch(), Some(first.generation), None);
         assert_eq!(r.generation, second.generation);
         assert!(!r.fresh);
     }
@@ -358,17 +470,18 @@ mod tests {
     #[test]
     fn a_distrusted_generation_is_read_again() {
         let g = gens();
-        g.observe("ns", 6, 0, g.epoch(), None);
+        g.observe("ns", 6, 0, g.epoch(), None, None);
         g.distrust("ns");
         assert_eq!(
             g.lookup("ns", Instant::now()),
             Lookup::Unsure(Some(Resolved {
                 generation: 6,
                 position: 0,
+                floor: 0,
                 fresh: false
             }))
         );
-        g.observe("ns", 9, 0, g.epoch(), None);
+        g.observe("ns", 9, 0, g.epoch(), None, None);
         assert!(matches!(g.lookup("ns", Instant::now()), Lookup::Trusted(_)));
     }
 
@@ -377,7 +490,7 @@ mod tests {
         let g = gens();
         let local = g.fallback("ns");
         assert!(!local.in_redis());
-        assert_eq!(g.observe("ns", 3, 0, g.epoch(), None).generation, 3);
+        assert_eq!(g.observe("ns", 3, 0, g.epoch(), None, None).generation, 3);
     }
 
     #[test]
@@ -390,5 +503,71 @@ mod tests {
         assert_ne!(first.generation, bumped.generation);
         assert!(bumped.fresh);
         assert_eq!(g.lookup("ns", Instant::now()), Lookup::Trusted(bumped));
+    }
+
+    #[test]
+    fn settling_invalidations_keep_the_generation_and_settle_after_their_window() {
+        let g = gens();
+        let window = Duration::from_millis(500);
+        g.observe("ns", 6, 10, g.epoch(), None, None);
+        let r = g.observe("ns", 6, 20, g.epoch(), None, Some(window));
+        assert_eq!((r.generation, r.position, r.floor), (6, 20, 10));
+        g.observe("ns", 6, 30, g.epoch(), None, Some(window));
+        let Lookup::Trusted(now) = g.lookup("ns", Instant::now()) else {
+            panic!("not trusted")
+        };
+        assert_eq!((now.position, now.floor), (30, 10));
+        // Others may be served an entry read at 15 (behind unsettled changes only); a reader
+        // who made the change at 20 may not, one whose changes end at 12 may.
+        assert_eq!(now.need(0), 10);
+        assert_eq!(now.need(20), 20);
+        assert_eq!(now.need(12), 12);
+        // Past every invalidation, an entry is current for everyone.
+        assert_eq!(now.need(u64::MAX), 30);
+        let later = Instant::now() + window;
+        let Lookup::Trusted(settled) = g.lookup("ns", later) else {
+            panic!("not trusted")
+        };
+        assert_eq!(settled.floor, 30);
+    }
+
+    #[test]
+    fn what_is_not_trusted_or_not_timed_settles_at_once() {
+        let g = gens();
+        let window = Duration::from_secs(60);
+        g.observe("ns", 6, 10, g.epoch(), None, None);
+        g.observe("ns", 6, 20, g.epoch(), None, Some(window));
+        // A read from Redis (time unknown) settles everything up to what it says.
+        let r = g.observe("ns", 6, 25, g.epoch(), None, None);
+        assert_eq!((r.position, r.floor), (25, 25));
+        // A new generation settles everything.
+        g.observe("ns", 6, 30, g.epoch(), None, Some(window));
+        let r = g.observe("ns", 7, 31, g.epoch(), None, Some(window));
+        assert_eq!((r.generation, r.floor), (7, 31));
+        // While the bus is down nothing is trusted, and the floor is the latest position.
+        g.observe("ns", 7, 40, g.epoch(), None, Some(window));
+        g.bus_down();
+        let Lookup::Unsure(Some(r)) = g.lookup("ns", Instant::now()) else {
+            panic!("trusted without a bus")
+        };
+        assert_eq!(r.floor, 40);
+    }
+
+    #[test]
+    fn settling_without_redis_and_the_bound_on_unsettled_positions() {
+        let g = Generations::new(false, Duration::from_secs(60));
+        let Lookup::Trusted(first) = g.lookup("ns", Instant::now()) else {
+            panic!("not trusted")
+        };
+        for p in 1..=(MAX_UNSETTLED as u64 + 8) {
+            g.settle_local("ns", p, Duration::from_secs(60));
+        }
+        let Lookup::Trusted(r) = g.lookup("ns", Instant::now()) else {
+            panic!("not trusted")
+        };
+        assert_eq!(r.generation, first.generation);
+        assert_eq!(r.position, MAX_UNSETTLED as u64 + 8);
+        // The oldest settled early, the newest 32 are still settling.
+        assert_eq!(r.floor, 8);
     }
 }

@@ -118,14 +118,16 @@ impl fmt::Debug for Key {
     }
 }
 
-/// `{prefix}{tag}[/name]:{generation}:{params}`: the key in L2. The braces are the Redis Cluster
-/// hash tag, so a namespace's data keys and its generation key share one slot (the
-/// generation-checking store script needs both in one slot).
+/// `{prefix}{tag}[/name]:{generation}:v2:{params}`: the key in L2. The braces are the Redis
+/// Cluster hash tag, so a namespace's data keys and its generation key share one slot (the
+/// generation-checking store script needs both in one slot). `v2` is the value format (an
+/// 8-byte position header before the bytes): a cache of the earlier format, sharing the Redis
+/// during a rolling upgrade, never reads the other's values.
 pub(crate) fn data_key(prefix: &str, key: &Key, generation: u64) -> String {
     use std::fmt::Write;
     let mut s = String::with_capacity(prefix.len() + key.ns.id.len() + key.params.len() + 26);
     // Writing into a String cannot fail.
-    let _ = write!(s, "{prefix}{}:{generation}:{}", key.ns.id, key.params);
+    let _ = write!(s, "{prefix}{}:{generation}:v2:{}", key.ns.id, key.params);
     s
 }
 
@@ -212,13 +214,13 @@ mod tests {
     fn renders_with_hash_tag_and_generation() {
         let ns = Namespace::new("acme:contacts", "contacts");
         let k = ns.key("p=1");
-        assert_eq!(data_key("tc:", &k, 7), "tc:{acme:contacts}:7:p=1");
+        assert_eq!(data_key("tc:", &k, 7), "tc:{acme:contacts}:7:v2:p=1");
         assert_eq!(generation_key("tc:", &ns), "tc:{acme:contacts}:g");
 
         let ns = Namespace::with_hash_tag("acme", "contacts", "contacts");
         assert_eq!(
             data_key("tc:", &ns.key("p=1"), 7),
-            "tc:{acme}/contacts:7:p=1"
+            "tc:{acme}/contacts:7:v2:p=1"
         );
         assert_eq!(generation_key("tc:", &ns), "tc:{acme}/contacts:g");
     }

@@ -20,6 +20,8 @@ pub(crate) struct Entry {
     pub(crate) stale_until: Instant,
     /// When it was stored: while generations cannot be confirmed, only young entries are served.
     pub(crate) stored_at: Instant,
+    /// The source position the value was read at: served only to lookups needing no more.
+    pub(crate) position: u64,
 }
 
 #[derive(Clone)]
@@ -61,12 +63,14 @@ impl L1 {
     }
 
     /// Looks `key` up; `max_age` (when set) makes entries stored longer ago than that count as
-    /// stale (the generation could not be confirmed: they may have missed an invalidation).
+    /// stale (the generation could not be confirmed: they may have missed an invalidation), and
+    /// so does an entry read at a position below `min_position` (it misses a change).
     pub(crate) fn get(
         &self,
         key: &L1KeyRef<'_>,
         now: Instant,
         max_age: Option<Duration>,
+        min_position: u64,
     ) -> Lookup {
         let Some(cache) = &self.cache else {
             return Lookup::Miss;
@@ -74,7 +78,8 @@ impl L1 {
         let Some(e) = cache.get(key) else {
             return Lookup::Miss;
         };
-        let trusted = max_age.is_none_or(|age| now.saturating_duration_since(e.stored_at) <= age);
+        let trusted = max_age.is_none_or(|age| now.saturating_duration_since(e.stored_at) <= age)
+            && e.position >= min_position;
         if trusted && now < e.fresh_until {
             Lookup::Fresh(e.value)
         } else if now < e.stale_until {

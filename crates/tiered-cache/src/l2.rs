@@ -27,9 +27,10 @@ end
 return {g, redis.call('HGET', KEYS[1], 'p') or '0'}
 ";
 
-/// Bumps a namespace's generation, raises its position to ARGV[1] if higher, and publishes
-/// `i <generation> <position> ARGV[3]` on channel ARGV[2], all atomically: subscribers see bumps
-/// in generation order, and no instance can read the new generation before it is published.
+/// Bumps a namespace's generation (unless ARGV[4] is `0`: a settling invalidation), raises its
+/// position to ARGV[1] if higher, and publishes `i <generation> <position> ARGV[3]` on channel
+/// ARGV[2], all atomically: subscribers see bumps in generation order, and no instance can read
+/// the new generation or position before it is published.
 /// Numbers stay strings (Lua's doubles would round generations and positions past 2^53).
 const INVALIDATE: &str = r"
 local function gt(a, b)
@@ -40,7 +41,7 @@ if not redis.call('HGET', KEYS[1], 'g') then
   local t = redis.call('TIME')
   redis.call('HSET', KEYS[1], 'g', t[1] .. string.format('%06d', tonumber(t[2])))
 end
-redis.call('HINCRBY', KEYS[1], 'g', 1)
+if ARGV[4] ~= '0' then redis.call('HINCRBY', KEYS[1], 'g', 1) end
 local g = redis.call('HGET', KEYS[1], 'g')
 local p = redis.call('HGET', KEYS[1], 'p') or '0'
 if gt(ARGV[1], p) then
@@ -194,11 +195,18 @@ impl L2 {
         result.ok()?.ok()
     }
 
-    pub(crate) async fn get(&self, stats: &Stats, key: &str) -> Option<Option<Bytes>> {
-        self.call(stats, "GET", Retry::Once, |mut c| async move {
-            redis::cmd("GET").arg(key).query_async(&mut c).await
-        })
-        .await
+    /// A stored value and the position it was read at. `Some(None)`: no such key (or one
+    /// without the position header, which this cache never writes).
+    pub(crate) async fn get(&self, stats: &Stats, key: &str) -> Option<Option<(u64, Bytes)>> {
+        let v: Option<Bytes> = self
+            .call(stats, "GET", Retry::Once, |mut c| async move {
+                redis::cmd("GET").arg(key).query_async(&mut c).await
+            })
+            .await?;
+        Some(v.and_then(|v| {
+            let header = <[u8; 8]>::try_from(v.get(..8)?).ok()?;
+            Some((u64::from_be_bytes(header), v.slice(8..)))
+        }))
     }
 
     /// `(generation, position)` of a namespace.
@@ -212,23 +220,26 @@ impl L2 {
         parse_pair(&g, &p)
     }
 
-    /// Bumps the generation and publishes `i <generation> <position> <message>`; returns the
-    /// new `(generation, position)`.
+    /// Bumps the generation (unless `settling`) and publishes
+    /// `i <generation> <position> <message>`; returns the new `(generation, position)`.
     pub(crate) async fn invalidate(
         &self,
         stats: &Stats,
         gen_key: &str,
         position: u64,
+        settling: bool,
         message: &str,
     ) -> Option<(u64, u64)> {
+        // A bump is not retried: a second INCR would be a second invalidation (a failed one is
+        // applied locally and replayed later instead). Raising a position twice is harmless.
+        let retry = if settling { Retry::Once } else { Retry::Never };
         let (g, p) = self
-            // Not retried: a second INCR would be a second invalidation. A failed one is
-            // applied locally and replayed later instead.
-            .call(stats, "invalidate", Retry::Never, |mut c| async move {
+            .call(stats, "invalidate", retry, |mut c| async move {
                 let mut inv = self.invalidate.key(gen_key);
                 inv.arg(position.to_string())
                     .arg(&self.channel)
-                    .arg(message);
+                    .arg(message)
+                    .arg(if settling { "0" } else { "1" });
                 inv.invoke_async::<(String, String)>(&mut c).await
             })
             .await?;
@@ -241,9 +252,11 @@ impl L2 {
         gen_key: &str,
         data_key: &str,
         generation: u64,
-        value: &[u8],
+        (position, value): (u64, &[u8]),
         ttl: Duration,
     ) -> Stored {
+        let value = with_position(position, value);
+        let value = &value;
         let r = self
             // Setting the same value twice is harmless.
             .call(stats, "store", Retry::Once, |mut c| async move {
@@ -267,10 +280,12 @@ impl L2 {
         &self,
         stats: &Stats,
         data_key: &str,
-        value: &[u8],
+        (position, value): (u64, &[u8]),
         ttl: Duration,
         message: &str,
     ) -> bool {
+        let value = with_position(position, value);
+        let value = &value;
         // Twice is harmless: the same value, and "drop your L1 copy" twice.
         self.call(stats, "SET", Retry::Once, |mut c| async move {
             redis::pipe()
@@ -328,6 +343,14 @@ impl L2 {
         .await;
         matches!(r, Ok(Ok(_))).then(|| start.elapsed())
     }
+}
+
+/// A value as stored: the position it was read at (8 bytes, big-endian), then its bytes.
+fn with_position(position: u64, value: &[u8]) -> Vec<u8> {
+    let mut stored = Vec::with_capacity(8 + value.len());
+    stored.extend_from_slice(&position.to_be_bytes());
+    stored.extend_from_slice(value);
+    stored
 }
 
 fn ttl_millis(ttl: Duration) -> u64 {

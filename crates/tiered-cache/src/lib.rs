@@ -11,6 +11,7 @@ mod breaker;
 mod bus;
 mod config;
 mod error;
+mod fence;
 mod fill;
 mod flight;
 mod generations;
@@ -36,6 +37,7 @@ pub use key::{Key, Namespace};
 pub use stats::{BreakerState, Health, L2Status, LabelStats, LayerStats, StatsSnapshot};
 
 use breaker::Breaker;
+use fence::Fences;
 use fill::Condition;
 use flight::{Flights, Joined, Outcome};
 use generations::{Generations, Lookup, Resolved};
@@ -72,6 +74,8 @@ pub(crate) struct Inner {
     /// Namespaces invalidated locally while Redis was unreachable, by escaped name: the
     /// invalidation is replayed in Redis (and so reaches the other instances) when it answers.
     pending: Mutex<HashMap<Box<str>, Namespace>>,
+    /// Keys deleted or overwritten lately: fills that started before must not keep their value.
+    pub(crate) fences: Fences,
     barrier: bus::Barrier,
     sync_timeout: Duration,
 }
@@ -118,6 +122,7 @@ impl TieredCache {
             untrusted_l1_max_age: b.untrusted_l1_max_age,
             condition: b.condition,
             pending: Mutex::default(),
+            fences: Fences::new(b.fill_timeout),
             barrier: bus::Barrier::default(),
             sync_timeout: b.l2_timeout,
         });
@@ -161,11 +166,34 @@ impl TieredCache {
         T: Into<Filled>,
         E: Send + Sync + 'static,
     {
+        self.get_or_fill_after(key, 0, fill).await
+    }
+
+    /// [`get_or_fill`](Self::get_or_fill) for a reader whose own changes to the namespace go up
+    /// to position `own` (e.g. the commit position of its session's latest write to what the
+    /// namespace caches): the value returned reflects them. In a namespace whose invalidations
+    /// [settle](Policy::settle), an entry read before one of them may still be served to
+    /// others for the settle window, but never to a reader whose `own` it misses; that reader's
+    /// fill reads at or after `own`. Without settling, or with `own` at or below every
+    /// invalidation's position, this is `get_or_fill`.
+    pub async fn get_or_fill_after<F, Fut, T, E>(
+        &self,
+        key: &Key,
+        own: u64,
+        fill: F,
+    ) -> Result<Bytes, CacheError<E>>
+    where
+        F: FnOnce(FillContext) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Into<Filled>,
+        E: Send + Sync + 'static,
+    {
         let inner = &self.inner;
         let label = key.namespace().label();
         let now = Instant::now();
         let resolved = inner.resolve(key.namespace(), now).await;
-        let stale = match inner.l1_get(key, &resolved, now) {
+        let need = resolved.need(own);
+        let stale = match inner.l1_get(key, &resolved, now, need) {
             l1::Lookup::Fresh(v) => {
                 inner.stats.hit(Layer::L1, label);
                 // A hit never waits on anything, so a task looping over hits would never yield
@@ -180,10 +208,10 @@ impl TieredCache {
         };
         inner.stats.miss(Layer::L1, label);
         let data_key = key::data_key(&inner.prefix, key, resolved.generation);
-        if let Some(v) = inner.l2_get(key, &data_key, &resolved).await {
+        if let Some(v) = inner.l2_get(key, &data_key, &resolved, need).await {
             return Ok(v);
         }
-        match Inner::fly(inner, key, data_key, resolved, fill).await {
+        match Inner::fly(inner, key, data_key, resolved, own, fill).await {
             Ok(v) => Ok(v),
             Err(e) => match stale {
                 Some(v) => {
@@ -202,32 +230,38 @@ impl TieredCache {
         let label = key.namespace().label();
         let now = Instant::now();
         let resolved = inner.resolve(key.namespace(), now).await;
-        if let l1::Lookup::Fresh(v) = inner.l1_get(key, &resolved, now) {
+        let need = resolved.need(0);
+        if let l1::Lookup::Fresh(v) = inner.l1_get(key, &resolved, now, need) {
             inner.stats.hit(Layer::L1, label);
             tokio::task::coop::consume_budget().await; // See `get_or_fill`.
             return Some(v);
         }
         inner.stats.miss(Layer::L1, label);
         let data_key = key::data_key(&inner.prefix, key, resolved.generation);
-        inner.l2_get(key, &data_key, &resolved).await
+        inner.l2_get(key, &data_key, &resolved, need).await
     }
 
     /// Stores `value` for `key` in both layers now, under the namespace's current generation,
     /// and makes other instances drop their L1 copy of the key. For a value the caller knows to
     /// be current (e.g. just written); it is not fenced against a concurrent invalidation the
-    /// way a fill is.
+    /// way a fill is. A fill of the key already running does not keep its (older) value in L1;
+    /// if it overwrote this one there, the key simply misses until the next fill.
     pub async fn set(&self, key: &Key, value: impl Into<Bytes>) {
         let inner = &self.inner;
         let value = value.into();
         let resolved = inner.resolve(key.namespace(), Instant::now()).await;
         let label = key.namespace().label();
         let (l1_ttl, l2_ttl, grace) = inner.ttls(label);
+        // A fill already running read from before this value: it must not replace it.
+        inner.fences.record(key.namespace().id(), key.params());
         if let (Some(l2), true) = (&inner.l2, resolved.in_redis() && inner.policy(label).l2) {
             let data_key = key::data_key(&inner.prefix, key, resolved.generation);
             let msg = inner.dropped_message(key, resolved.generation);
-            l2.set(&inner.stats, &data_key, &value, l2_ttl, &msg).await;
+            let stored = (resolved.position, &value[..]);
+            l2.set(&inner.stats, &data_key, stored, l2_ttl, &msg).await;
         }
-        inner.l1_store(key, resolved.generation, value, l1_ttl, grace);
+        let at = (resolved.generation, resolved.position);
+        inner.l1_store(key, at, value, l1_ttl, grace);
     }
 
     /// Fills `key` and stores the value (under the same rules as [`get_or_fill`](Self::get_or_fill)),
@@ -243,17 +277,19 @@ impl TieredCache {
         let inner = &self.inner;
         let resolved = inner.resolve(key.namespace(), Instant::now()).await;
         let data_key = key::data_key(&inner.prefix, key, resolved.generation);
-        Inner::fly(inner, key, data_key, resolved, fill)
+        Inner::fly(inner, key, data_key, resolved, 0, fill)
             .await
             .map(drop)
     }
 
     /// Removes `key` from both layers and from the other instances' L1. A fill of the key
-    /// already running may still store its value afterwards; to fence fills, invalidate the
-    /// namespace instead.
+    /// already running (here, or on an instance that has received the deletion) does not keep
+    /// its value in L1, since it may have read what the caller just changed; it may still store
+    /// it in L2. To fence fills in both layers, invalidate the namespace instead.
     pub async fn delete(&self, key: &Key) {
         let inner = &self.inner;
         let resolved = inner.resolve(key.namespace(), Instant::now()).await;
+        inner.fences.record(key.namespace().id(), key.params());
         inner.l1.remove(&L1KeyRef::new(key, resolved.generation));
         if let (Some(l2), true) = (&inner.l2, resolved.in_redis()) {
             let data_key = key::data_key(&inner.prefix, key, resolved.generation);
@@ -277,23 +313,40 @@ impl TieredCache {
     /// in the data source (e.g. the PostgreSQL LSN of the commit). Fills of the namespace then
     /// see the highest such position in [`FillContext::position`], and a value reported
     /// [at a lower position](Filled::at_position) is returned but not stored.
+    ///
+    /// If the namespace's policy [settles](Policy::settle) and `position` is above 0, the
+    /// generation does not move: entries read below `position` stop being served once the
+    /// settle window has passed (on each instance, counted from when it learned of the
+    /// invalidation), and at once to readers that pass `position` or more as their own to
+    /// [`get_or_fill_after`](Self::get_or_fill_after).
     pub async fn invalidate_at(&self, ns: &Namespace, position: u64) {
         let inner = &self.inner;
         inner.stats.invalidation(ns.label());
+        let settle = inner.policy(ns.label()).settle;
+        let settling = position > 0 && !settle.is_zero();
         if let Some(l2) = &inner.l2 {
             let gen_key = key::generation_key(&inner.prefix, ns);
             let tail = bus::invalidation_tail(inner.instance, ns.label(), ns.id());
             // If a local invalidation is pending, this INCR (sent after it) covers it too.
             let before = inner.gens.current(ns.id());
             let epoch = inner.gens.epoch();
-            if let Some((g, p)) = l2.invalidate(&inner.stats, &gen_key, position, &tail).await {
-                inner.gens.observe(ns.id(), g, p, epoch, before);
+            if let Some((g, p)) = l2
+                .invalidate(&inner.stats, &gen_key, position, settling, &tail)
+                .await
+            {
+                let settling = settling.then_some(settle);
+                inner.gens.observe(ns.id(), g, p, epoch, before, settling);
                 return;
             }
+            // Redis did not confirm it: a local bump (which drops everything at once, settling
+            // or not) now, replayed in Redis later.
             tracing::debug!(
                 namespace = ns.id(),
                 "redis unavailable, invalidating locally"
             );
+        } else if settling {
+            inner.gens.settle_local(ns.id(), position, settle);
+            return;
         }
         inner.gens.bump_local(ns.id(), position);
         if inner.l2.is_some() {
@@ -411,7 +464,7 @@ impl Inner {
                     // answer usable for this request but not trusted for later ones.
                     let epoch = self.gens.epoch();
                     if let Some((g, p)) = l2.read_generation(&self.stats, &gen_key).await {
-                        return self.gens.observe(ns.id(), g, p, epoch, None);
+                        return self.gens.observe(ns.id(), g, p, epoch, None, None);
                     }
                 }
                 known.unwrap_or_else(|| self.gens.fallback(ns.id()))
@@ -426,11 +479,11 @@ impl Inner {
         let tail = bus::invalidation_tail(self.instance, ns.label(), ns.id());
         let epoch = self.gens.epoch();
         let (g, p) = l2
-            .invalidate(&self.stats, &gen_key, local.position, &tail)
+            .invalidate(&self.stats, &gen_key, local.position, false, &tail)
             .await?;
         let r = self
             .gens
-            .observe(ns.id(), g, p, epoch, Some(local.generation));
+            .observe(ns.id(), g, p, epoch, Some(local.generation), None);
         if r.fresh {
             self.pending
                 .lock()
@@ -467,14 +520,22 @@ impl Inner {
         }
     }
 
-    fn l1_get(&self, key: &Key, resolved: &Resolved, now: Instant) -> l1::Lookup {
+    /// An L1 lookup of an entry read at `need` or later.
+    fn l1_get(&self, key: &Key, resolved: &Resolved, now: Instant, need: u64) -> l1::Lookup {
         let max_age = (!resolved.fresh).then_some(self.untrusted_l1_max_age);
         self.l1
-            .get(&L1KeyRef::new(key, resolved.generation), now, max_age)
+            .get(&L1KeyRef::new(key, resolved.generation), now, max_age, need)
     }
 
-    /// An L2 lookup, copied into L1 on a hit. `None` on a miss or when Redis is unavailable.
-    async fn l2_get(&self, key: &Key, data_key: &str, resolved: &Resolved) -> Option<Bytes> {
+    /// An L2 lookup of an entry read at `need` or later, copied into L1 on a hit. `None` on a
+    /// miss or when Redis is unavailable.
+    async fn l2_get(
+        &self,
+        key: &Key,
+        data_key: &str,
+        resolved: &Resolved,
+        need: u64,
+    ) -> Option<Bytes> {
         let l2 = self.l2.as_ref()?;
         let label = key.namespace().label();
         if !resolved.in_redis() || !self.policy(label).l2 {
@@ -482,30 +543,38 @@ impl Inner {
             return None;
         }
         match l2.get(&self.stats, data_key).await.flatten() {
-            Some(v) => {
+            Some((position, v)) if position >= need => {
                 self.stats.hit(Layer::L2, label);
                 let (l1_ttl, _, grace) = self.ttls(label);
                 // Same lease rule as a fill: an invalidation since the lookup means the value
                 // may be older than it, so it is returned (the caller started before the
                 // invalidation) but not kept.
                 if self.gens.current(key.namespace().id()) == Some(resolved.generation) {
-                    self.l1_store(key, resolved.generation, v.clone(), l1_ttl, grace);
+                    self.l1_store(
+                        key,
+                        (resolved.generation, position),
+                        v.clone(),
+                        l1_ttl,
+                        grace,
+                    );
                 }
                 Some(v)
             }
-            None => {
+            _ => {
                 self.stats.miss(Layer::L2, label);
                 None
             }
         }
     }
 
-    /// Joins or leads the single flight of `data_key` and returns its outcome.
+    /// Joins or leads the single flight of `data_key` for a reader whose own changes go up to
+    /// `own`, and returns its outcome.
     async fn fly<F, Fut, T, E>(
         self: &Arc<Self>,
         key: &Key,
         data_key: String,
         resolved: Resolved,
+        own: u64,
         fill: F,
     ) -> Result<Bytes, CacheError<E>>
     where
@@ -514,7 +583,12 @@ impl Inner {
         T: Into<Filled>,
         E: Send + Sync + 'static,
     {
-        let waiter = match self.flights.join(TypeId::of::<E>(), data_key.clone()) {
+        // The fill reads at or after the latest invalidation and the reader's own changes. A
+        // reader needing a later position must not wait for a fill reading at an earlier one,
+        // so the position is part of the flight's name.
+        let position = resolved.position.max(own);
+        let flight = format!("{data_key}@{position}");
+        let waiter = match self.flights.join(TypeId::of::<E>(), flight) {
             Joined::Waiter(waiter) => {
                 self.stats.coalesced(key.namespace().label());
                 waiter
@@ -524,7 +598,7 @@ impl Inner {
                 let ctx = FillContext {
                     key: key.clone(),
                     generation: resolved.generation,
-                    position: resolved.position,
+                    position,
                 };
                 // A task of its own: the fill must finish (and wake the waiters) even if the
                 // caller that started it is cancelled.
@@ -561,6 +635,7 @@ impl Inner {
         E: Send + Sync + 'static,
     {
         let label = ctx.key.namespace().label();
+        // Deletions from now on fence this fill (see `store_filled`).
         let started = Instant::now();
         let result = tokio::time::timeout(self.fill_timeout, fill(ctx.clone()))
             .await
@@ -582,8 +657,11 @@ impl Inner {
                         .condition
                         .as_ref()
                         .is_none_or(|c| c.0.may_store(&ctx, &filled));
+                // A value that says nothing of its position was read at or after the fill's.
+                let read_at = filled.position.unwrap_or(ctx.position);
                 let outcome = if allowed {
-                    self.store_filled(&ctx, &data_key, resolved, &filled.value)
+                    let value = (read_at, &filled.value);
+                    self.store_filled(&ctx, &data_key, (resolved, started), value)
                         .await
                 } else {
                     FillOutcome::Refused
@@ -608,8 +686,8 @@ impl Inner {
         &self,
         ctx: &FillContext,
         data_key: &str,
-        resolved: Resolved,
-        value: &Bytes,
+        (resolved, started): (Resolved, Instant),
+        (read_at, value): (u64, &Bytes),
     ) -> FillOutcome {
         let ns = ctx.key.namespace();
         let (l1_ttl, l2_ttl, grace) = self.ttls(ns.label());
@@ -622,7 +700,7 @@ impl Inner {
                     &gen_key,
                     data_key,
                     resolved.generation,
-                    value,
+                    (read_at, &value[..]),
                     l2_ttl,
                 )
                 .await;
@@ -637,11 +715,28 @@ impl Inner {
         if self.gens.current(ns.id()) != Some(resolved.generation) {
             return FillOutcome::Discarded;
         }
-        self.l1_store(&ctx.key, resolved.generation, value.clone(), l1_ttl, grace);
+        let at = (resolved.generation, read_at);
+        self.l1_store(&ctx.key, at, value.clone(), l1_ttl, grace);
+        // The key was deleted or overwritten while this fill ran: what it read may be what that
+        // replaced. Checked after the store, and fences are recorded before the removal they
+        // announce, so whichever comes first, the value does not stay.
+        if self.fences.since(ns.id(), ctx.key.params(), started) {
+            self.l1
+                .remove(&L1KeyRef::new(&ctx.key, resolved.generation));
+            return FillOutcome::Discarded;
+        }
         FillOutcome::Stored
     }
 
-    fn l1_store(&self, key: &Key, generation: u64, value: Bytes, ttl: Duration, grace: Duration) {
+    /// Stores `value` in L1 under `generation`, as read at `position`.
+    fn l1_store(
+        &self,
+        key: &Key,
+        (generation, position): (u64, u64),
+        value: Bytes,
+        ttl: Duration,
+        grace: Duration,
+    ) {
         let now = Instant::now();
         let fresh_until = now + ttl;
         self.l1.insert(
@@ -651,6 +746,7 @@ impl Inner {
                 fresh_until,
                 stale_until: fresh_until + grace,
                 stored_at: now,
+                position,
             },
         );
         self.stats

@@ -231,3 +231,52 @@ async fn positions_travel_through_redis_and_the_store_condition_applies() {
         .unwrap();
     assert_eq!(b.get(&key).await.unwrap(), "refuse me");
 }
+
+/// A fill that started before a `delete` of its key (made here or on another instance) returns
+/// its value but does not keep it in L1: it may have read what the deletion announced changed.
+/// (A server refreshes a session's cached copy this way after recording the session's write.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_overtaken_by_a_delete_of_its_key_is_not_kept() {
+    let redis = RedisServer::start();
+    let local = |b: tiered_cache::CacheBuilder| {
+        b.policy(
+            "sessions",
+            Policy::new(Duration::from_secs(60)).local_only(),
+        )
+    };
+    let a = local(builder(&redis)).build().await.expect("cache a");
+    let b = local(builder(&redis)).build().await.expect("cache b");
+    let key = Namespace::new("sessions/1", "sessions").key("s1");
+
+    for deleter in [&a, &b] {
+        let (started_tx, started_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel::<()>();
+        let slow = move |_| async move {
+            let _ = started_tx.send(());
+            let _ = release_rx.await;
+            Ok::<_, Boom>("before the change")
+        };
+        let in_flight = {
+            let (a, key) = (a.clone(), key.clone());
+            tokio::spawn(async move { a.get_or_fill(&key, slow).await })
+        };
+        started_rx.await.expect("the fill started");
+        deleter.delete(&key).await;
+        a.sync().await;
+        release_tx.send(()).expect("the fill is waiting");
+        assert_eq!(
+            in_flight.await.expect("task").expect("fill"),
+            "before the change"
+        );
+        let fills = Fills::default();
+        assert_eq!(
+            a.get_or_fill(&key, fills.value("after the change"))
+                .await
+                .expect("fill"),
+            "after the change"
+        );
+        assert_eq!(fills.count(), 1, "the overtaken value stayed in L1");
+        a.delete(&key).await;
+    }
+    assert_eq!(a.snapshot().labels["sessions"].fills_discarded, 2);
+}

@@ -8,5 +8,6 @@ mod l1_only;
 mod modes;
 mod outage;
 mod races;
+mod settle;
 mod single_flight;
 mod support;

@@ -1,0 +1,160 @@
+//! Settling invalidations (`Policy::settle`): a write's invalidation keeps older entries
+//! servable to other readers for the window, never to the writer, and never past the window,
+//! on one instance and across two sharing a Redis.
+//! The data source is a counter standing for a database's commit position; each fill reads it
+//! and reports the position it read at, as a replica read would.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tiered_cache::{Bytes, FillContext, Filled, Namespace, Policy, TieredCache};
+use tokio::sync::oneshot;
+
+use crate::support::{builder, Boom, RedisServer};
+
+const WINDOW: Duration = Duration::from_millis(400);
+
+/// A source at a position, and how many times it was read.
+#[derive(Clone, Default)]
+struct Source {
+    position: Arc<AtomicU64>,
+    reads: Arc<AtomicU64>,
+}
+
+impl Source {
+    /// A write: the source moves to `position`.
+    fn write(&self, position: u64) {
+        self.position.store(position, Ordering::SeqCst);
+    }
+
+    fn reads(&self) -> u64 {
+        self.reads.load(Ordering::SeqCst)
+    }
+
+    /// A fill reading the source: `v<position>`, reported at that position.
+    fn fill(
+        &self,
+    ) -> impl FnOnce(FillContext) -> std::future::Ready<Result<Filled, Boom>> + Send + 'static {
+        let source = self.clone();
+        move |ctx: FillContext| {
+            source.reads.fetch_add(1, Ordering::SeqCst);
+            let at = source.position.load(Ordering::SeqCst);
+            assert!(at >= ctx.position(), "the test source never lags");
+            std::future::ready(Ok(Filled::new(format!("v{at}")).at_position(at)))
+        }
+    }
+}
+
+fn settling(b: tiered_cache::CacheBuilder) -> tiered_cache::CacheBuilder {
+    b.policy(
+        "contacts",
+        Policy::new(Duration::from_secs(60)).settle(WINDOW),
+    )
+}
+
+async fn read(cache: &TieredCache, own: u64, source: &Source) -> Bytes {
+    let key = Namespace::new("acme/contacts", "contacts").key("page=1");
+    cache
+        .get_or_fill_after(&key, own, source.fill())
+        .await
+        .expect("fill")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_coalesce_for_others_but_never_hide_from_their_writer_across_instances() {
+    let redis = RedisServer::start();
+    let a = settling(builder(&redis)).build().await.expect("cache a");
+    let b = settling(builder(&redis)).build().await.expect("cache b");
+    let ns = Namespace::new("acme/contacts", "contacts");
+    let source = Source::default();
+    source.write(10);
+    assert_eq!(read(&a, 0, &source).await, "v10");
+    assert_eq!(read(&b, 0, &source).await, "v10"); // from L2
+    assert_eq!(source.reads(), 1);
+
+    // Three writes in a burst, made through a.
+    for position in [20, 30, 40] {
+        source.write(position);
+        a.invalidate_at(&ns, position).await;
+    }
+    b.sync().await;
+    // Other readers, on both instances, are served the entry: no refill per write.
+    assert_eq!(read(&a, 0, &source).await, "v10");
+    assert_eq!(read(&b, 0, &source).await, "v10");
+    // So is a reader whose own changes it already has.
+    assert_eq!(read(&b, 10, &source).await, "v10");
+    assert_eq!(source.reads(), 1);
+    // The writer of any of the three is not, on either instance.
+    assert_eq!(read(&b, 20, &source).await, "v40");
+    assert_eq!(source.reads(), 2);
+    // That fill replaced the entry in L2 and b's L1, so b's other readers now see it too...
+    assert_eq!(read(&b, 0, &source).await, "v40");
+    // ...and a's writer finds it in L2 instead of reading the source again.
+    assert_eq!(read(&a, 40, &source).await, "v40");
+    assert_eq!(source.reads(), 2);
+
+    // After the window, nobody is served an entry that misses a write.
+    source.write(50);
+    b.invalidate_at(&ns, 50).await;
+    a.sync().await;
+    tokio::time::sleep(WINDOW + Duration::from_millis(50)).await;
+    assert_eq!(read(&a, 0, &source).await, "v50");
+    assert_eq!(read(&b, 0, &source).await, "v50");
+    assert_eq!(source.reads(), 3);
+
+    // A plain invalidation (no position) still drops everything at once, everywhere.
+    source.write(60);
+    a.invalidate(&ns).await;
+    b.sync().await;
+    assert_eq!(read(&b, 0, &source).await, "v60");
+}
+
+#[tokio::test]
+async fn a_fill_that_raced_a_write_is_not_served_past_the_window_without_redis() {
+    let cache = settling(TieredCache::builder())
+        .build()
+        .await
+        .expect("cache");
+    let ns = Namespace::new("acme/contacts", "contacts");
+    let key = ns.key("page=1");
+    let source = Source::default();
+    source.write(10);
+
+    // A fill reads the source at 10, then stalls; meanwhile a write moves it to 20.
+    let (read_done, stalled) = oneshot::channel();
+    let (resume, resumed) = oneshot::channel::<()>();
+    let racing = {
+        let (cache, key) = (cache.clone(), key.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_fill(&key, move |_: FillContext| async move {
+                    let _ = read_done.send(());
+                    let _ = resumed.await;
+                    Ok::<_, Boom>(Filled::new("v10").at_position(10))
+                })
+                .await
+        })
+    };
+    stalled.await.expect("fill started");
+    source.write(20);
+    cache.invalidate_at(&ns, 20).await;
+    resume.send(()).expect("fill waiting");
+    assert_eq!(racing.await.expect("task").expect("fill"), "v10");
+
+    // The old value went in, but its writer never sees it...
+    assert_eq!(read(&cache, 20, &source).await, "v20");
+    // ...and, once the window has passed, neither does anyone else.
+    source.write(30);
+    cache.invalidate_at(&ns, 30).await;
+    assert_eq!(read(&cache, 0, &source).await, "v20");
+    tokio::time::sleep(WINDOW + Duration::from_millis(50)).await;
+    assert_eq!(read(&cache, 0, &source).await, "v30");
+    // A namespace without a settle window drops entries at the write, as before.
+    let plain = Namespace::new("acme/deals", "deals");
+    let deals = plain.key("page=1");
+    let fill = |v: &'static str| move |_: FillContext| async move { Ok::<_, Boom>(v) };
+    assert_eq!(cache.get_or_fill(&deals, fill("old")).await.unwrap(), "old");
+    cache.invalidate_at(&plain, 40).await;
+    assert_eq!(cache.get_or_fill(&deals, fill("new")).await.unwrap(), "new");
+}
