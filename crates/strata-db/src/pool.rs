@@ -19,7 +19,7 @@ use sqlx::{FromRow, PgPool, Postgres, Sqlite, SqlitePool, Transaction, Transacti
 
 use crate::error::{is_connection_error, is_recovery_conflict};
 use crate::lsn::{Lsn, ReadCtx, ReadSource, ServedBy};
-use crate::router::{names, ReplicaSettings, ReplicaStatus, Router};
+use crate::router::{names, NoReplica, ReplicaSettings, ReplicaStatus, Router};
 use crate::DbError;
 
 /// Which database engine a [`Db`] talks to.
@@ -385,7 +385,15 @@ impl Db {
             return self.on_primary(primary, &run).await;
         };
         let min_lsn = self.ctx.as_ref().and_then(ReadCtx::min_lsn);
-        let (replica, replayed) = match router.choose(min_lsn, None) {
+        let chosen = match (router.choose(min_lsn, None), min_lsn) {
+            (Ok(chosen), _) => Ok(chosen),
+            // Behind as of the last probe; maybe not any more.
+            (Err(NoReplica::Behind), Some(min)) => {
+                router.catch_up(min).await.ok_or(NoReplica::Behind)
+            }
+            (Err(why), _) => Err(why),
+        };
+        let (replica, replayed) = match chosen {
             Ok(chosen) => chosen,
             Err(why) => {
                 metrics::counter!(names::FALLBACKS, "reason" => why.reason()).increment(1);

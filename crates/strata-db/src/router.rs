@@ -33,6 +33,10 @@ pub(crate) mod names {
     /// failed and no other could take the read; "replica_error": the read
     /// failed on a replica for another reason and was re-run on the primary).
     pub const FALLBACKS: &str = "strata_db_read_fallbacks_total";
+    /// Replicas asked for their replay position because the prober's last
+    /// look had them behind a read's minimum position, by `result`
+    /// ("caught_up": the read went to the replica; "behind": to the primary).
+    pub const CATCH_UPS: &str = "strata_db_replica_catch_ups_total";
     /// Reads retried once elsewhere after failing on a replica.
     pub const RETRIES: &str = "strata_db_read_retries_total";
     /// Reads refused because the primary's share for fallback reads was full.
@@ -253,6 +257,51 @@ impl Router {
             None if behind => Err(NoReplica::Behind),
             None => Err(NoReplica::Unusable),
         }
+    }
+
+    /// When [`choose`](Self::choose) found every usable replica behind
+    /// `min_lsn`: asks the least loaded of them how far it has replayed now.
+    /// The prober looks only every `probe_interval`, while a replica on a
+    /// good network replays a commit within milliseconds, so a read that
+    /// needs a write made a moment ago (the writer's next request, a cache
+    /// fill after an invalidation) usually costs one tiny query on the
+    /// replica instead of a read on the primary. `None`: still behind, or no
+    /// answer within the probe timeout.
+    pub(crate) async fn catch_up(&self, min_lsn: Lsn) -> Option<(&Replica, Lsn)> {
+        let replica = self
+            .replicas
+            .iter()
+            .filter(|r| {
+                let h = lock(&r.health);
+                h.admitted && h.replayed.is_some() && h.lag <= self.settings.max_lag
+            })
+            .min_by_key(|r| r.in_flight.load(Ordering::Relaxed))?;
+        metrics::counter!(names::QUERIES, "target" => "replica", "replica" => replica.label.clone())
+            .increment(1);
+        let asked = tokio::time::timeout(
+            self.settings.probe_timeout,
+            sqlx::query_scalar::<_, Option<String>>("SELECT pg_last_wal_replay_lsn()::text")
+                .fetch_one(&replica.pool),
+        )
+        .await;
+        let replayed = match asked {
+            Ok(Ok(Some(text))) => text.parse::<Lsn>().ok(),
+            _ => None,
+        };
+        if let Some(replayed) = replayed {
+            let mut h = lock(&replica.health);
+            if h.replayed.is_some_and(|r| r < replayed) {
+                h.replayed = Some(replayed);
+            }
+        }
+        let caught_up = replayed.filter(|&r| r >= min_lsn);
+        let result = if caught_up.is_some() {
+            "caught_up"
+        } else {
+            "behind"
+        };
+        metrics::counter!(names::CATCH_UPS, "result" => result).increment(1);
+        caught_up.map(|r| (replica, r))
     }
 
     pub(crate) fn status(&self) -> Vec<ReplicaStatus> {

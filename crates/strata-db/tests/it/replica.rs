@@ -282,6 +282,81 @@ async fn replica_serves_reads_sessions_read_their_writes_and_outages_fail_nothin
     drop(cluster);
 }
 
+/// A read that needs a write made a moment ago asks the replica how far it
+/// has replayed instead of going straight to the primary: the prober's last
+/// look (here long ago, its interval being 20 s) is not the replica's word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_after_a_write_asks_the_replica_before_falling_back() {
+    let cluster = tokio::task::spawn_blocking(|| Cluster::start("0"))
+        .await
+        .expect("start the cluster");
+    let mut config = DbConfig::new(cluster.url(cluster.primary_port));
+    config.read_urls = vec![cluster.url(cluster.replica_port)];
+    config.replicas = ReplicaSettings {
+        max_lag: Duration::from_secs(30),
+        probe_interval: Duration::from_secs(20),
+        probe_timeout: Duration::from_secs(3),
+        ..ReplicaSettings::default()
+    };
+    let db = Db::connect(&config).await.expect("connect");
+    db.migrate().await.expect("migrate the primary");
+    let tenant = auth::create_tenant(&db, "catching-up", "EUR")
+        .await
+        .expect("tenant")
+        .id;
+    eventually(
+        "the replica is admitted",
+        Duration::from_secs(30),
+        || async { db.replica_status().first().is_some_and(|r| r.usable) },
+    )
+    .await;
+    let replica_raw = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy(&cluster.url(cluster.replica_port))
+        .expect("a raw pool");
+    let before = contact_scans(&replica_raw).await;
+
+    let mut on_replica = 0;
+    for attempt in 0..20 {
+        let ctx = ReadCtx::new(None);
+        let session = db.with_ctx(&ctx);
+        let fresh = contact(tenant, &format!("Fresh {attempt}"));
+        repo::insert(&session, tenant, &fresh)
+            .await
+            .expect("insert");
+        let written = ctx.last_write().expect("a commit reports its position");
+        let known = db.replica_status().first().and_then(|r| r.replayed);
+        assert!(
+            known.is_none_or(|at| at < written),
+            "the router cannot have learned of the write yet"
+        );
+        // The session's next request, a moment later.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let got = repo::get::<Contact>(&session, tenant, fresh.id)
+            .await
+            .expect("get");
+        assert_eq!(got.map(|c| c.id), Some(fresh.id), "read-your-writes");
+        let source = ctx.source().expect("a read records its source");
+        assert!(source.has_replayed(written), "{source:?} before {written}");
+        if source.served_by == ServedBy::Replica(0) {
+            on_replica += 1;
+        }
+    }
+    eprintln!("{on_replica} of 20 reads right after their write were served by the replica");
+    assert!(
+        on_replica > 0,
+        "every read after a write went to the primary"
+    );
+    eventually(
+        "the replica's own statistics count those reads",
+        Duration::from_secs(20),
+        || async { contact_scans(&replica_raw).await - before >= on_replica },
+    )
+    .await;
+    db.close().await;
+    drop(cluster);
+}
+
 /// SQLite keeps the routing shape: reads on the reader pool (replica 0,
 /// never behind), writes on the writer, and no WAL positions to carry.
 #[tokio::test]
