@@ -2,19 +2,24 @@
 //! with their totals, dashboard stats) and every session lookup goes through
 //! here, and every write says what it changed.
 //!
-//! Keys are `{tenant}/{view}:{generation}:{params}`: one namespace (and one
+//! Keys are `{tenant}/{view}:{generation}:v2:{params}`: one namespace (and one
 //! generation, so one O(1) invalidation) per tenant and view, where a view is
 //! a resource's lists, a resource's objects, or the dashboard. The tenant is
 //! the Redis hash tag; metric labels name the view, never the tenant.
 //! Values are the response bytes behind their ETag ([`Tagged`]).
 //!
-//! The consistency rules of the contract rest on three things:
+//! The consistency rules of the contract rest on four things:
 //! - a write invalidates what it changed *before* it answers, recording its
-//!   commit position ([`ApiCache::written`]);
+//!   commit position ([`ApiCache::written`]), and the session records it per
+//!   view;
+//! - every entry carries the position it was read at; an entry behind an
+//!   invalidation is served to other sessions for at most the settle window
+//!   (`STRATA_CACHE_SETTLE_MS`, within the contract's 1 s), and never to a
+//!   session whose own write it misses ([`ApiCache::read`]'s `own`);
 //! - a fill reads at or after the namespace's latest invalidation position
 //!   (a replica that has not replayed it is not used), so a read after a
-//!   write never fills from before it, and a fill that raced the write is
-//!   not stored (generation and position checks in tiered-cache);
+//!   write never fills from before it, and a fill that raced the write
+//!   stores a value whose position gives it away (tiered-cache's checks);
 //! - a request first passes the bus barrier ([`ApiCache::sync`]), so an
 //!   invalidation made through another instance is applied here before the
 //!   request looks anything up.
@@ -132,6 +137,7 @@ impl ApiCache {
         };
         // L1 entries live at most 30 s: that bounds what an instance could
         // serve after losing an invalidation in a way the bus cannot see.
+        let settle = Duration::from_millis(config.cache_settle_ms);
         let policy = |ttl: u64| {
             let ttl = Duration::from_secs(ttl);
             Policy::new(ttl)
@@ -139,6 +145,9 @@ impl ApiCache {
                 .jitter(ttl / 10)
                 // A database outage serves what was cached rather than 503s.
                 .fail_safe(Duration::from_secs(300))
+                // Other sessions may see a write up to this late (the
+                // contract allows 1 s); the writer never does.
+                .settle(settle)
         };
         let mut builder = TieredCache::builder()
             .l1_max_bytes(l1_max_bytes)
@@ -193,15 +202,17 @@ impl ApiCache {
     /// A view of `tenant`'s data under `params` (already normalised: the
     /// same query in another order must give the same string), from the
     /// cache or else from `load`, which reads through the `Db` it is given.
-    /// `None`: there is no such object (never cached).
+    /// `None`: there is no such object (never cached). `own`: the position
+    /// of the reader's latest change to the view (see
+    /// [`Session::own_position`](crate::auth::Session::own_position)); the
+    /// answer includes it.
     ///
     /// With the cache off, `load` reads through `direct` (the session's own
     /// handle, which carries its read-your-writes position).
     pub async fn read<F, Fut>(
         &self,
         direct: &Db,
-        tenant: Uuid,
-        view: View,
+        (tenant, view, own): (Uuid, View, u64),
         params: String,
         load: F,
     ) -> Result<Option<Tagged>, AppError>
@@ -218,7 +229,7 @@ impl ApiCache {
         let key = view.namespace(tenant).key(params);
         let db = direct.clone();
         let value = cache
-            .get_or_fill(&key, move |fill: FillContext| fill_at(db, fill, load))
+            .get_or_fill_after(&key, own, move |fill: FillContext| fill_at(db, fill, load))
             .await
             .map_err(|e| fill_error(e, LoadError::to_app_error))?;
         Ok(Tagged::from_cached(value))
@@ -309,7 +320,9 @@ impl ApiCache {
     }
 
     /// Drops every instance's copy of the session behind `hash` (after its
-    /// stored record changed, e.g. a longer expiry), without fencing fills.
+    /// stored record changed: a write position, a longer expiry). A copy being
+    /// filled meanwhile, on any instance that has heard of the drop, is not
+    /// kept, since it may predate the change.
     pub async fn refresh_session(&self, hash: &[u8; 32]) {
         if let Some(cache) = &self.cache {
             cache.delete(&self.session_key(hash)).await;
@@ -347,10 +360,13 @@ where
     let floor = fill.position().max(own);
     let ctx = ReadCtx::new((floor > 0).then(|| Lsn::from_u64(floor)));
     let value = load(db.with_ctx(&ctx)).await?;
+    // A replica read saw what the replica had replayed; a primary read saw
+    // at least every commit before it started, so at least the floor (any
+    // write it missed commits later, at a higher position).
     let read_at = ctx
         .source()
         .and_then(|s| s.replayed)
-        .map_or(u64::MAX, Lsn::as_u64);
+        .map_or(floor, Lsn::as_u64);
     Ok(match value {
         Some(json) => Filled::new(Tagged::new(json).into_bytes()).at_position(read_at),
         // "No such object" is never stored: no invalidation would end it

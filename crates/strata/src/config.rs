@@ -168,6 +168,13 @@ pub struct Config {
     #[arg(long, env = "STRATA_CACHE_TTL_STATS", value_name = "STRATA_CACHE_TTL_STATS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
     pub cache_ttl_stats_secs: u64,
 
+    /// How long, in milliseconds, a cached view may still be served to
+    /// other sessions after a write changed it (its writer never is): writes
+    /// to a busy view then cost one refill per key per window, not one per
+    /// write. The contract allows 1 s; 0 drops views at every write.
+    #[arg(long, env = "STRATA_CACHE_SETTLE_MS", value_name = "STRATA_CACHE_SETTLE_MS", default_value_t = 750, value_parser = clap::value_parser!(u64).range(0..=1000), global = true)]
+    pub cache_settle_ms: u64,
+
     /// How long a cached object lives, in seconds.
     #[arg(long, env = "STRATA_CACHE_TTL_OBJECTS", value_name = "STRATA_CACHE_TTL_OBJECTS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
     pub cache_ttl_objects_secs: u64,

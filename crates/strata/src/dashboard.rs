@@ -44,8 +44,11 @@ async fn dashboard(
         .cache
         .read(
             &session.db(&app),
-            tenant,
-            View::Dashboard,
+            (
+                tenant,
+                View::Dashboard,
+                session.own_position(View::Dashboard),
+            ),
             KEY.to_owned(),
             load(tenant),
         )

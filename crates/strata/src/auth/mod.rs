@@ -57,6 +57,9 @@ pub struct Session {
     /// Carries the position of the session's latest write into this
     /// request's reads, and this request's writes back out.
     pub ctx: ReadCtx,
+    /// The session's latest write position per cached view (see
+    /// [`SessionData::view_writes`]).
+    view_writes: Option<Vec<(String, u64)>>,
 }
 
 impl Session {
@@ -69,6 +72,23 @@ impl Session {
     /// writes (a replica serves them only once it has replayed them).
     pub fn db(&self, app: &AppState) -> Db {
         app.db.with_ctx(&self.ctx)
+    }
+
+    /// The position of this session's latest change to `view` (0: none
+    /// known): what a cached copy of the view must include for this session.
+    /// Where the store keeps no per-view positions, the session's latest
+    /// write of any kind stands for it.
+    pub fn own_position(&self, view: View) -> u64 {
+        let last = |p: Option<strata_db::Lsn>| p.map_or(0, strata_db::Lsn::as_u64);
+        let recorded = match &self.view_writes {
+            Some(writes) => writes
+                .iter()
+                .find_map(|(label, p)| (label == view.label()).then_some(*p))
+                .unwrap_or(0),
+            None => last(self.ctx.min_lsn()),
+        };
+        // A write earlier in this same request is not in the record yet.
+        recorded.max(last(self.ctx.last_write()))
     }
 
     /// Admits one write of this session, or answers 429 with how long to
@@ -91,7 +111,12 @@ impl Session {
         let Some(lsn) = position else {
             return;
         };
-        match app.sessions.record_write(&self.token_hash, lsn).await {
+        let labels: Vec<&str> = changed.iter().map(|v| v.label()).collect();
+        match app
+            .sessions
+            .record_write(&self.token_hash, lsn, &labels)
+            .await
+        {
             // Every instance drops its copy (the next request's bus barrier
             // waits for that), so the session's next read anywhere carries
             // the new position: a row it just created is in no invalidated
@@ -212,6 +237,7 @@ impl FromRequestParts<AppState> for Session {
             ctx: ReadCtx::new(data.last_write()),
             user: data.user,
             tenant: data.tenant,
+            view_writes: data.view_writes,
         })
     }
 }

@@ -161,6 +161,7 @@ async fn login(
         expires_at: Utc::now()
             + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1)),
         last_write: None,
+        view_writes: None,
     };
     app.sessions.create(&token_hash(&token), &data, ttl).await?;
     tracing::info!(user = %data.user.id, tenant = %data.tenant.id, "login");

@@ -23,6 +23,11 @@ pub struct SessionData {
     pub tenant: TenantView,
     pub expires_at: DateTime<Utc>,
     pub last_write: Option<u64>,
+    /// The position of the session's latest write to each cached view, by
+    /// view label, where the store keeps them (Redis). `None`: only
+    /// `last_write` is known, and it stands for every view.
+    #[serde(default)]
+    pub view_writes: Option<Vec<(String, u64)>>,
 }
 
 impl SessionData {
@@ -69,11 +74,16 @@ impl From<StoreError> for AppError {
 }
 
 /// Raises the stored write position (zero-padded hex, so strings compare
-/// as numbers) of a session that still exists.
+/// as numbers) of a session that still exists: `w`, and `w:<label>` for each
+/// view label in ARGV[2..].
 const RECORD_WRITE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local w = redis.call('HGET', KEYS[1], 'w')
-if (not w) or w < ARGV[1] then redis.call('HSET', KEYS[1], 'w', ARGV[1]) end
+local function raise(field)
+  local w = redis.call('HGET', KEYS[1], field)
+  if (not w) or w < ARGV[1] then redis.call('HSET', KEYS[1], field, ARGV[1]) end
+end
+raise('w')
+for i = 2, #ARGV do raise('w:' .. ARGV[i]) end
 return 1
 ";
 
@@ -87,8 +97,8 @@ return 1
 ";
 
 /// Redis-side session storage: one hash per session, `d` (who, JSON),
-/// `e` (expiry, unix seconds), `w` (last write position), with the key's TTL
-/// as the expiry.
+/// `e` (expiry, unix seconds), `w` (last write position), `w:<view label>`
+/// (last write position per cached view), with the key's TTL as the expiry.
 pub struct RedisSessions {
     conn: ConnectionManager,
     timeout: Duration,
@@ -172,6 +182,7 @@ impl SessionStore {
         match self {
             SessionStore::Db(db) => Ok(repo::session(db, hash, now).await?.map(|r| SessionData {
                 last_write: r.last_write().map(Lsn::as_u64),
+                view_writes: None,
                 expires_at: r.expires_at,
                 user: UserView {
                     id: r.user_id,
@@ -186,29 +197,43 @@ impl SessionStore {
                 },
             })),
             SessionStore::Redis(r) => {
-                let mut cmd = redis::cmd("HMGET");
-                cmd.arg(key(hash)).arg("d").arg("e").arg("w");
-                let fields: (Option<String>, Option<i64>, Option<String>) = r
+                let key = key(hash);
+                let fields: Vec<(String, String)> = r
                     .run(|mut c| {
-                        let cmd = cmd.clone();
-                        async move { cmd.query_async(&mut c).await }
+                        let key = key.clone();
+                        async move { c.hgetall(key).await }
                     })
                     .await?;
-                let (Some(who), Some(expires), w) = fields else {
+                let position = |w: &str| u64::from_str_radix(w, 16).ok();
+                let field = |name: &str| {
+                    fields
+                        .iter()
+                        .find_map(|(f, v)| (f == name).then_some(v.as_str()))
+                };
+                let (Some(who), Some(expires)) = (field("d"), field("e")) else {
                     return Ok(None);
                 };
-                let Some(expires_at) = DateTime::from_timestamp(expires, 0) else {
+                let Some(expires_at) = expires
+                    .parse()
+                    .ok()
+                    .and_then(|e| DateTime::from_timestamp(e, 0))
+                else {
                     return Ok(None);
                 };
                 if expires_at <= now {
                     return Ok(None);
                 }
-                let (user, tenant): (UserView, TenantView) = serde_json::from_str(&who)?;
+                let (user, tenant): (UserView, TenantView) = serde_json::from_str(who)?;
+                let view_writes = fields
+                    .iter()
+                    .filter_map(|(f, v)| Some((f.strip_prefix("w:")?.to_owned(), position(v)?)))
+                    .collect();
                 Ok(Some(SessionData {
                     user,
                     tenant,
                     expires_at,
-                    last_write: w.and_then(|w| u64::from_str_radix(&w, 16).ok()),
+                    last_write: field("w").and_then(position),
+                    view_writes: Some(view_writes),
                 }))
             }
         }
@@ -236,15 +261,21 @@ impl SessionStore {
         }
     }
 
-    /// Records the commit position of the session's latest write.
-    pub async fn record_write(&self, hash: &[u8; 32], lsn: Lsn) -> Result<(), StoreError> {
+    /// Records the commit position of the session's latest write, which
+    /// changed the cached views labelled `views`.
+    pub async fn record_write(
+        &self,
+        hash: &[u8; 32],
+        lsn: Lsn,
+        views: &[&str],
+    ) -> Result<(), StoreError> {
         match self {
             SessionStore::Db(db) => Ok(repo::record_session_write(db, hash, lsn).await?),
             SessionStore::Redis(r) => {
                 let (key, at) = (key(hash), format!("{:016x}", lsn.as_u64()));
                 r.run(|mut c| {
                     let mut invocation = r.record_write.key(&key);
-                    invocation.arg(&at);
+                    invocation.arg(&at).arg(views);
                     async move { invocation.invoke_async::<i64>(&mut c).await }
                 })
                 .await

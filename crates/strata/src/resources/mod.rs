@@ -127,16 +127,15 @@ pub fn load_list<R: ApiResource>(
 /// Serves one list page of the session's tenant through the cache.
 pub async fn cached_list<R: ApiResource>(
     app: &AppState,
-    db: &Db,
-    tenant: Uuid,
+    session: &Session,
     params: ListParams,
 ) -> Result<Tagged, AppError> {
     let key = list_key(&params);
+    let (tenant, view) = (session.tenant_id(), View::List(R::SPEC.name));
     app.cache
         .read(
-            db,
-            tenant,
-            View::List(R::SPEC.name),
+            &session.db(app),
+            (tenant, view, session.own_position(view)),
             key,
             load_list::<R>(tenant, params),
         )
@@ -151,7 +150,7 @@ async fn list<R: ApiResource>(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let params = parse_list(&R::SPEC, raw.as_deref())?;
-    let page = cached_list::<R>(&app, &session.db(&app), session.tenant_id(), params).await?;
+    let page = cached_list::<R>(&app, &session, params).await?;
     Ok(respond(StatusCode::OK, &page, &headers))
 }
 
@@ -161,7 +160,7 @@ async fn read<R: ApiResource>(
     Id(id): Id,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let tenant = session.tenant_id();
+    let (tenant, view) = (session.tenant_id(), View::Object(R::SPEC.name));
     let load = move |db: Db| async move {
         match repo::get::<R>(&db, tenant, id).await? {
             Some(row) => Ok(Some(serde_json::to_vec(&row)?)),
@@ -172,8 +171,7 @@ async fn read<R: ApiResource>(
         .cache
         .read(
             &session.db(&app),
-            tenant,
-            View::Object(R::SPEC.name),
+            (tenant, view, session.own_position(view)),
             format!("id={id}"),
             load,
         )
