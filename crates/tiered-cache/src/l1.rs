@@ -45,6 +45,12 @@ pub(crate) struct L1 {
 
 pub(crate) enum Lookup {
     Fresh(Bytes),
+    /// Read at `position`, below what the reader needs: a miss, and not even a fallback if the
+    /// fill fails (it misses a change the reader must see). The position tells the caller
+    /// whether other readers would have been served it.
+    Behind {
+        position: u64,
+    },
     /// Not fresh (expired, or too old to be trusted now) but within the fail-safe grace: usable
     /// only if a fill fails.
     Stale(Bytes),
@@ -78,8 +84,12 @@ impl L1 {
         let Some(e) = cache.get(key) else {
             return Lookup::Miss;
         };
-        let trusted = max_age.is_none_or(|age| now.saturating_duration_since(e.stored_at) <= age)
-            && e.position >= min_position;
+        if e.position < min_position {
+            return Lookup::Behind {
+                position: e.position,
+            };
+        }
+        let trusted = max_age.is_none_or(|age| now.saturating_duration_since(e.stored_at) <= age);
         if trusted && now < e.fresh_until {
             Lookup::Fresh(e.value)
         } else if now < e.stale_until {

@@ -203,6 +203,14 @@ impl TieredCache {
                 tokio::task::coop::consume_budget().await;
                 return Ok(v);
             }
+            l1::Lookup::Behind { position } => {
+                // Other readers would have been served it: only the reader's own change
+                // makes this a miss.
+                if position >= resolved.need(0) {
+                    inner.stats.behind_own(label);
+                }
+                None
+            }
             l1::Lookup::Stale(v) => Some(v),
             l1::Lookup::Miss => None,
         };

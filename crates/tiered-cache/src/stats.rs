@@ -19,6 +19,7 @@ const FILL_SECONDS: &str = "tiered_cache_fill_duration_seconds";
 const COALESCED: &str = "tiered_cache_coalesced_total";
 const INVALIDATIONS: &str = "tiered_cache_invalidations_total";
 const STALE_SERVED: &str = "tiered_cache_stale_served_total";
+const BEHIND_OWN: &str = "tiered_cache_behind_own_total";
 const L2_ERRORS: &str = "tiered_cache_l2_errors_total";
 const BREAKER_STATE: &str = "tiered_cache_breaker_state";
 const BUS_CONNECTED: &str = "tiered_cache_bus_connected";
@@ -81,6 +82,13 @@ pub struct LabelStats {
     pub stale_served: u64,
     /// Invalidations applied on this instance (own and received over the bus).
     pub invalidations: u64,
+    /// L1 misses on an entry other readers would have been served, older than the reader's own
+    /// latest change ([`get_or_fill_after`]): the misses that reading one's own writes costs.
+    /// Included in `l1.misses`.
+    ///
+    /// [`get_or_fill_after`]: crate::TieredCache::get_or_fill_after
+    #[serde(default)]
+    pub behind_own: u64,
 }
 
 /// Breaker position, as reported in [`StatsSnapshot`], [`Health`] and the
@@ -205,6 +213,7 @@ pub(crate) struct LabelCounters {
     coalesced: Count,
     stale_served: Count,
     invalidations: Count,
+    behind_own: Count,
 }
 
 impl LabelCounters {
@@ -232,6 +241,7 @@ impl LabelCounters {
             coalesced: plain(COALESCED),
             stale_served: plain(STALE_SERVED),
             invalidations: plain(INVALIDATIONS),
+            behind_own: plain(BEHIND_OWN),
         }
     }
 
@@ -251,6 +261,7 @@ impl LabelCounters {
             coalesced: self.coalesced.get(),
             stale_served: self.stale_served.get(),
             invalidations: self.invalidations.get(),
+            behind_own: self.behind_own.get(),
         }
     }
 
@@ -263,6 +274,7 @@ impl LabelCounters {
             &self.coalesced,
             &self.stale_served,
             &self.invalidations,
+            &self.behind_own,
         ]
         .into_iter()
         .chain(&self.fills)
@@ -385,6 +397,10 @@ impl Stats {
 
     pub(crate) fn stale_served(&self, label: &str) {
         self.with(label, |c| c.stale_served.add(1));
+    }
+
+    pub(crate) fn behind_own(&self, label: &str) {
+        self.with(label, |c| c.behind_own.add(1));
     }
 
     /// `label` may come from a bus message, written by another instance's caller.

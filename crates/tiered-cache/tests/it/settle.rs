@@ -86,13 +86,18 @@ async fn writes_coalesce_for_others_but_never_hide_from_their_writer_across_inst
     assert_eq!(read(&b, 10, &source).await, "v10");
     assert_eq!(source.reads(), 1);
     // The writer of any of the three is not, on either instance.
+    let behind_own = |c: &TieredCache| c.snapshot().labels["contacts"].behind_own;
+    assert_eq!(behind_own(&b), 0);
     assert_eq!(read(&b, 20, &source).await, "v40");
     assert_eq!(source.reads(), 2);
+    // That miss is counted as one only the reader's own write caused.
+    assert_eq!(behind_own(&b), 1);
     // That fill replaced the entry in L2 and b's L1, so b's other readers now see it too...
     assert_eq!(read(&b, 0, &source).await, "v40");
     // ...and a's writer finds it in L2 instead of reading the source again.
     assert_eq!(read(&a, 40, &source).await, "v40");
     assert_eq!(source.reads(), 2);
+    assert_eq!(behind_own(&a), 1); // a's L1 copy was behind its writer
 
     // After the window, nobody is served an entry that misses a write.
     source.write(50);
@@ -102,6 +107,8 @@ async fn writes_coalesce_for_others_but_never_hide_from_their_writer_across_inst
     assert_eq!(read(&a, 0, &source).await, "v50");
     assert_eq!(read(&b, 0, &source).await, "v50");
     assert_eq!(source.reads(), 3);
+    // Those misses are the window's, not a reader's own write's.
+    assert_eq!(behind_own(&a) + behind_own(&b), 2);
 
     // A plain invalidation (no position) still drops everything at once, everywhere.
     source.write(60);
@@ -157,4 +164,36 @@ async fn a_fill_that_raced_a_write_is_not_served_past_the_window_without_redis()
     assert_eq!(cache.get_or_fill(&deals, fill("old")).await.unwrap(), "old");
     cache.invalidate_at(&plain, 40).await;
     assert_eq!(cache.get_or_fill(&deals, fill("new")).await.unwrap(), "new");
+}
+
+#[tokio::test]
+async fn an_entry_a_write_settled_is_no_fail_safe_fallback() {
+    let cache = TieredCache::builder()
+        .policy(
+            "contacts",
+            Policy::new(Duration::from_secs(60))
+                .settle(WINDOW)
+                .fail_safe(Duration::from_secs(300)),
+        )
+        .build()
+        .await
+        .expect("cache");
+    let ns = Namespace::new("acme/contacts", "contacts");
+    let key = ns.key("page=1");
+    let source = Source::default();
+    source.write(10);
+    assert_eq!(read(&cache, 0, &source).await, "v10");
+    cache.invalidate_at(&ns, 20).await;
+    // The source is down from here on.
+    let down = |_: FillContext| async { Err::<Bytes, _>(Boom) };
+
+    // Within the window, other readers are served the entry without a fill...
+    assert_eq!(cache.get_or_fill(&key, down).await.expect("hit"), "v10");
+    // ...but its writer gets the fill's error, not a value missing its write.
+    let writer = cache.get_or_fill_after(&key, 20, down).await;
+    assert!(writer.is_err(), "the writer was served {writer:?}");
+    // After the window, nobody is served it, not even as a fail-safe fallback.
+    tokio::time::sleep(WINDOW + Duration::from_millis(50)).await;
+    let other = cache.get_or_fill(&key, down).await;
+    assert!(other.is_err(), "another reader was served {other:?}");
 }
