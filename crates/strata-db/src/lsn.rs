@@ -153,8 +153,9 @@ impl ReadCtx {
         }
     }
 
-    /// The primary's WAL position after the latest commit made through this
-    /// context (`None`: no write yet, or SQLite, or no replicas configured).
+    /// The position of the latest commit made through this context: the
+    /// primary's WAL position on PostgreSQL, a commit counter on SQLite
+    /// (`None`: no write yet).
     pub fn last_write(&self) -> Option<Lsn> {
         match self.0.last_write.load(Ordering::Acquire) {
             0 => None,

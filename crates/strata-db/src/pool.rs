@@ -4,8 +4,9 @@
 
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics::SharedString;
 use sea_query::{PostgresQueryBuilder, SqliteQueryBuilder};
@@ -631,7 +632,7 @@ impl Db {
     /// Starts a transaction on the primary.
     pub(crate) async fn begin(&self) -> Result<Tx, DbError> {
         let kind = match &self.inner.pools {
-            Pools::Postgres { primary, router } => {
+            Pools::Postgres { primary, .. } => {
                 note_wait(primary, None);
                 let mut conn = primary.acquire().await?;
                 PgTm::begin(&mut conn, None).await?;
@@ -640,9 +641,10 @@ impl Db {
                     open: true,
                     persistent: self.inner.persistent,
                     // The commit position is read only when someone can
-                    // use it: a context to record it in, and replicas that
-                    // could be behind it.
-                    report_lsn: router.is_some() && self.ctx.is_some(),
+                    // use it: a context to record it in (the session's
+                    // read-your-writes, in the cache with or without
+                    // replicas).
+                    report_lsn: self.ctx.is_some(),
                 })
             }
             Pools::Sqlite { writer, .. } => TxKind::Sqlite(writer.begin().await?),
@@ -828,9 +830,10 @@ impl Tx {
         })
     }
 
-    /// Commits; on PostgreSQL with replicas and a context, returns the
-    /// primary's WAL position after the commit and records it in the
-    /// context, so the context's later reads see this write.
+    /// Commits; with a context, returns the commit's position (on
+    /// PostgreSQL the primary's WAL position after it, on SQLite
+    /// [`sqlite_commit_position`]) and records it in the context, so the
+    /// context's later reads (replicas, cache) see this write.
     pub(crate) async fn commit(self) -> Result<Option<Lsn>, DbError> {
         let Tx { kind, ctx } = self;
         match kind {
@@ -865,10 +868,33 @@ impl Tx {
             }
             TxKind::Sqlite(tx) => {
                 tx.commit().await?;
-                Ok(None)
+                let position = sqlite_commit_position();
+                if let Some(ctx) = &ctx {
+                    ctx.wrote(position);
+                }
+                Ok(Some(position))
             }
         }
     }
+}
+
+/// The position of a SQLite commit. SQLite has no replica to lag behind it,
+/// but the cache orders writes and reads by position all the same (settling
+/// invalidations, a session reading its own writes), so commits get one:
+/// strictly increasing in the process, which is the one that owns the
+/// database file, and starting from the wall clock in microseconds so that
+/// positions keep growing across restarts. Reads on SQLite never wait for a
+/// position (every reader sees every commit).
+fn sqlite_commit_position() -> Lsn {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2));
+    let next = |last: u64| (last + 1).max(now);
+    let last = LAST
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| Some(next(last)))
+        .unwrap_or_else(|last| last);
+    Lsn::from_u64(next(last))
 }
 
 /// A database URL with its password hidden, for error messages and logs.

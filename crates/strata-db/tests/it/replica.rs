@@ -358,19 +358,30 @@ async fn a_read_after_a_write_asks_the_replica_before_falling_back() {
 }
 
 /// SQLite keeps the routing shape: reads on the reader pool (replica 0,
-/// never behind), writes on the writer, and no WAL positions to carry.
+/// never behind), writes on the writer; commit positions come from a
+/// counter (the cache orders writes and fills by them), and reads never wait
+/// for one.
 #[tokio::test]
 async fn sqlite_reads_use_the_reader_pool_which_is_never_behind() {
     let t = TestDb::sqlite().await;
     let ctx = ReadCtx::new(None);
     let db = t.db.with_ctx(&ctx);
+    assert_eq!(ctx.last_write(), None);
     let tenant = auth::create_tenant(&db, "embedded", "EUR")
         .await
         .expect("tenant")
         .id;
-    assert_eq!(ctx.last_write(), None);
+    let first = ctx.last_write().expect("a commit's position");
     let row = contact(tenant, "Local");
     repo::insert(&db, tenant, &row).await.expect("insert");
+    let second = ctx.last_write().expect("a commit's position");
+    assert!(second > first, "positions grow: {first} then {second}");
+    // A context demanding a position far ahead reads at once all the same.
+    let ahead = ReadCtx::new(Some(strata_db::Lsn::from_u64(second.as_u64() + 1_000_000)));
+    assert!(repo::get::<Contact>(&t.db.with_ctx(&ahead), tenant, row.id)
+        .await
+        .expect("get")
+        .is_some());
     assert!(repo::get::<Contact>(&db, tenant, row.id)
         .await
         .expect("get")
