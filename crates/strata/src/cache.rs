@@ -4,8 +4,9 @@
 //!
 //! Keys are `{tenant}/{view}:{generation}:v2:{params}`: one namespace (and one
 //! generation, so one O(1) invalidation) per tenant and view, where a view is
-//! a resource's lists, a resource's objects, or the dashboard. The tenant is
-//! the Redis hash tag; metric labels name the view, never the tenant.
+//! a resource's lists, a sixteenth of a resource's objects (by id), or the
+//! dashboard. The tenant is the Redis hash tag; metric labels name the view
+//! (never the tenant, nor the objects' sixteenth).
 //! Values are the response bytes behind their ETag ([`Tagged`]).
 //!
 //! The consistency rules of the contract rest on four things:
@@ -65,11 +66,19 @@ pub type Loaded = Result<Option<Vec<u8>>, LoadError>;
 pub enum View {
     /// List pages (and totals) of a resource.
     List(&'static str),
-    /// Single objects of a resource.
-    Object(&'static str),
+    /// Single objects of a resource whose ids fall in one bucket (of
+    /// [`OBJECT_BUCKETS`]; see [`View::object`]).
+    Object(&'static str, u8),
     /// The dashboard stats.
     Dashboard,
 }
+
+/// A resource's cached objects are spread over this many namespaces per
+/// tenant by id, so a change of one object drops 1/16 of them, not all:
+/// object reads keep hitting on a tenant that writes all the time. Still
+/// O(1) per write; a change of many rows (a delete's `SET NULL` cascade)
+/// drops every bucket ([`View::all_objects`]).
+pub const OBJECT_BUCKETS: u8 = 16;
 
 /// Resource names and their metric labels, fixed at compile time (labels
 /// must be `'static` and few).
@@ -89,19 +98,38 @@ pub const SESSIONS: &str = "sessions";
 const SESSION_SHARDS: usize = 64;
 
 impl View {
-    /// The metric label (and TTL policy) of the view.
+    /// The view holding object `id` of resource `name`.
+    pub fn object(name: &'static str, id: Uuid) -> View {
+        // UUIDv7 ids begin with their time; the last byte is random.
+        let last = id.as_bytes()[15];
+        View::Object(name, last % OBJECT_BUCKETS)
+    }
+
+    /// Every view holding objects of resource `name`.
+    pub fn all_objects(name: &'static str) -> impl Iterator<Item = View> {
+        (0..OBJECT_BUCKETS).map(move |bucket| View::Object(name, bucket))
+    }
+
+    /// The metric label (and TTL policy) of the view: one per resource and
+    /// kind, whatever the bucket.
     pub fn label(self) -> &'static str {
         let find = |name: &str| RESOURCES.iter().find(|(n, ..)| *n == name);
         match self {
             View::List(name) => find(name).map_or("other.list", |r| r.1),
-            View::Object(name) => find(name).map_or("other.object", |r| r.2),
+            View::Object(name, _) => find(name).map_or("other.object", |r| r.2),
             View::Dashboard => DASHBOARD,
         }
     }
 
-    /// The view's namespace for `tenant`, named after its label.
+    /// The view's namespace for `tenant`, named after its label (and bucket).
     fn namespace(self, tenant: Uuid) -> Namespace {
-        Namespace::with_hash_tag(tenant.to_string(), self.label(), self.label())
+        let tag = tenant.to_string();
+        match self {
+            View::Object(_, bucket) => {
+                Namespace::with_hash_tag(tag, format!("{}/{bucket}", self.label()), self.label())
+            }
+            _ => Namespace::with_hash_tag(tag, self.label(), self.label()),
+        }
     }
 }
 

@@ -111,7 +111,9 @@ impl Session {
         let Some(lsn) = position else {
             return;
         };
-        let labels: Vec<&str> = changed.iter().map(|v| v.label()).collect();
+        let mut labels: Vec<&str> = changed.iter().map(|v| v.label()).collect();
+        labels.sort_unstable();
+        labels.dedup();
         match app
             .sessions
             .record_write(&self.token_hash, lsn, &labels)

@@ -160,7 +160,7 @@ async fn read<R: ApiResource>(
     Id(id): Id,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let (tenant, view) = (session.tenant_id(), View::Object(R::SPEC.name));
+    let (tenant, view) = (session.tenant_id(), View::object(R::SPEC.name, id));
     let load = move |db: Db| async move {
         match repo::get::<R>(&db, tenant, id).await? {
             Some(row) => Ok(Some(serde_json::to_vec(&row)?)),
@@ -180,16 +180,17 @@ async fn read<R: ApiResource>(
     Ok(respond(StatusCode::OK, &row, &headers))
 }
 
-/// The cached views a change of existing rows of `R` affects: its lists,
-/// its objects, the dashboard, and the lists and objects of `others`.
-fn changed_by<R: ApiResource>(others: &[&'static str]) -> Vec<View> {
+/// The cached views a change of row `id` of `R` affects: its lists, its
+/// object, the dashboard, and every list and object of `others`.
+fn changed_by<R: ApiResource>(id: Uuid, others: &[&'static str]) -> Vec<View> {
     let mut views = vec![
         View::List(R::SPEC.name),
-        View::Object(R::SPEC.name),
+        View::object(R::SPEC.name, id),
         View::Dashboard,
     ];
     for other in others {
-        views.extend([View::List(other), View::Object(other)]);
+        views.push(View::List(other));
+        views.extend(View::all_objects(other));
     }
     views
 }
@@ -312,7 +313,7 @@ async fn patch<R: ApiResource>(
             .await
             .map_err(write_error(&row))?
         {
-            session.wrote(&app, &changed_by::<R>(&[])).await;
+            session.wrote(&app, &changed_by::<R>(id, &[])).await;
             return Ok(json_with_etag(
                 StatusCode::OK,
                 to_json(&row)?,
@@ -348,7 +349,7 @@ async fn delete<R: ApiResource>(
     match repo::delete::<R>(&db, tenant, id).await {
         Ok(true) => {
             session
-                .wrote(&app, &changed_by::<R>(R::DELETE_CHANGES))
+                .wrote(&app, &changed_by::<R>(id, R::DELETE_CHANGES))
                 .await;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
