@@ -123,6 +123,10 @@ pub struct MetricsReport {
     pub cache_hit_ratio_by_layer: BTreeMap<String, f64>,
     /// Cache fills (each one a database read) / reads of cached views.
     pub db_read_share: Option<f64>,
+    /// Reads that missed only because the reader's session had just changed
+    /// the view (read-your-writes: an entry other sessions were served
+    /// did not have the write yet) / reads of cached views.
+    pub own_write_miss_share: Option<f64>,
 }
 
 impl MetricsReport {
@@ -147,6 +151,12 @@ impl MetricsReport {
         }
         if let Some(share) = self.db_read_share {
             parts.push(format!("reads reaching a database {:.1} %", share * 100.0));
+        }
+        if let Some(share) = self.own_write_miss_share {
+            parts.push(format!(
+                "reads missing for their own session's write {:.1} %",
+                share * 100.0
+            ));
         }
         parts.join(", ")
     }
@@ -194,7 +204,7 @@ impl MetricsScraper {
                 return report;
             }
         };
-        let mut fills = 0.0;
+        let (mut fills, mut behind_own) = (0.0, 0.0);
         for (series, value) in &after {
             let gained = value - before.get(series).copied().unwrap_or(0.0);
             report.counters.insert(series.clone(), gained);
@@ -206,6 +216,7 @@ impl MetricsScraper {
                 }
                 _ if label(labels, "label") == Some("sessions") => {}
                 "tiered_cache_fills_total" => fills += gained,
+                "tiered_cache_behind_own_total" => behind_own += gained,
                 "tiered_cache_hits_total" | "tiered_cache_misses_total" => {
                     let layer = label(labels, "layer").unwrap_or("all").to_owned();
                     // Accumulate hits in the ratio map's slot as (hits, total) below.
@@ -242,6 +253,7 @@ impl MetricsScraper {
                 .cache_hit_ratio_by_layer
                 .insert("all".to_owned(), hits / reads);
             report.db_read_share = Some(fills / reads);
+            report.own_write_miss_share = Some(behind_own / reads);
         }
         if after
             .keys()
@@ -311,7 +323,7 @@ mod tests {
             "# TYPE strata_db_queries_total counter\nstrata_db_queries_total{target=\"primary\"} 10\nstrata_db_queries_total{target=\"replica\",replica=\"0\"} 5\ntiered_cache_hits_total{layer=\"l1\",label=\"contacts.list\"} 1\ntiered_cache_hits_total{layer=\"l1\",label=\"sessions\"} 1\n",
         );
         let after = parse_counters(
-            "strata_db_queries_total{target=\"primary\"} 20\nstrata_db_queries_total{target=\"replica\",replica=\"0\"} 35\ntiered_cache_hits_total{layer=\"l1\",label=\"contacts.list\"} 10\ntiered_cache_misses_total{layer=\"l1\",label=\"contacts.list\"} 1\ntiered_cache_hits_total{layer=\"l1\",label=\"sessions\"} 50\ntiered_cache_fills_total{label=\"contacts.list\",outcome=\"stored\"} 1\nstrata_db_pool_connections 4\n",
+            "strata_db_queries_total{target=\"primary\"} 20\nstrata_db_queries_total{target=\"replica\",replica=\"0\"} 35\ntiered_cache_hits_total{layer=\"l1\",label=\"contacts.list\"} 10\ntiered_cache_misses_total{layer=\"l1\",label=\"contacts.list\"} 1\ntiered_cache_hits_total{layer=\"l1\",label=\"sessions\"} 50\ntiered_cache_fills_total{label=\"contacts.list\",outcome=\"stored\"} 1\ntiered_cache_behind_own_total{label=\"contacts.list\"} 1\nstrata_db_pool_connections 4\n",
         );
         let report = scraper.diff(Ok(before), Ok(after));
         assert_eq!(report.unavailable, None);
@@ -321,6 +333,7 @@ mod tests {
         // Session lookups are not reads of data: left out.
         assert_eq!(report.cache_hit_ratio_by_layer["all"], 0.9);
         assert_eq!(report.db_read_share, Some(0.1));
+        assert_eq!(report.own_write_miss_share, Some(0.1));
         assert!(!report.counters.contains_key("strata_db_pool_connections"));
     }
 
