@@ -236,12 +236,8 @@ impl Router {
             if Some(replica.index) == except {
                 continue;
             }
-            let replayed = {
-                let h = lock(&replica.health);
-                match h.replayed {
-                    Some(r) if h.admitted && h.lag <= self.settings.max_lag => r,
-                    _ => continue,
-                }
+            let Some(replayed) = self.usable(replica) else {
+                continue;
             };
             if min_lsn.is_some_and(|min| replayed < min) {
                 behind = true;
@@ -259,6 +255,14 @@ impl Router {
         }
     }
 
+    /// How far `replica` had replayed at the last probe, if reads may go to
+    /// it at all: admitted, and no more than `max_lag` behind.
+    fn usable(&self, replica: &Replica) -> Option<Lsn> {
+        let h = lock(&replica.health);
+        h.replayed
+            .filter(|_| h.admitted && h.lag <= self.settings.max_lag)
+    }
+
     /// When [`choose`](Self::choose) found every usable replica behind
     /// `min_lsn`: asks the least loaded of them how far it has replayed now.
     /// The prober looks only every `probe_interval`, while a replica on a
@@ -271,10 +275,7 @@ impl Router {
         let replica = self
             .replicas
             .iter()
-            .filter(|r| {
-                let h = lock(&r.health);
-                h.admitted && h.replayed.is_some() && h.lag <= self.settings.max_lag
-            })
+            .filter(|r| self.usable(r).is_some())
             .min_by_key(|r| r.in_flight.load(Ordering::Relaxed))?;
         metrics::counter!(names::QUERIES, "target" => "replica", "replica" => replica.label.clone())
             .increment(1);

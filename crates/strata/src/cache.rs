@@ -231,8 +231,8 @@ impl ApiCache {
     /// same query in another order must give the same string), from the
     /// cache or else from `load`, which reads through the `Db` it is given.
     /// `None`: there is no such object (never cached). `own`: the position
-    /// of the reader's latest change to the view (see
-    /// [`Session::own_position`](crate::auth::Session::own_position)); the
+    /// of the reader's latest change to the view (handlers go through
+    /// [`Session::read`](crate::auth::Session::read), which knows it); the
     /// answer includes it.
     ///
     /// With the cache off, `load` reads through `direct` (the session's own

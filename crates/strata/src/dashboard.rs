@@ -40,18 +40,8 @@ async fn dashboard(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let tenant = session.tenant_id();
-    let stats = app
-        .cache
-        .read(
-            &session.db(&app),
-            (
-                tenant,
-                View::Dashboard,
-                session.own_position(View::Dashboard),
-            ),
-            KEY.to_owned(),
-            load(tenant),
-        )
+    let stats = session
+        .read(&app, View::Dashboard, KEY.to_owned(), load(tenant))
         .await?
         .ok_or_else(|| AppError::Internal(anyhow::anyhow!("the stats are never absent")))?;
     Ok(respond(StatusCode::OK, &stats, &headers))

@@ -8,6 +8,8 @@ pub mod routes;
 pub mod store;
 pub mod throttle;
 
+use std::future::Future;
+
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
@@ -23,7 +25,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::cache::View;
+use crate::cache::{Loaded, View};
+use crate::http::etag::Tagged;
 use crate::http::AppError;
 
 /// The session cookie's name (the contract fixes it).
@@ -74,11 +77,29 @@ impl Session {
         app.db.with_ctx(&self.ctx)
     }
 
+    /// `view` of this session's tenant under `params`, through the cache
+    /// ([`ApiCache::read`](crate::cache::ApiCache::read)), as this session
+    /// must see it: with its own writes to the view.
+    pub async fn read<F, Fut>(
+        &self,
+        app: &AppState,
+        view: View,
+        params: String,
+        load: F,
+    ) -> Result<Option<Tagged>, AppError>
+    where
+        F: FnOnce(Db) -> Fut + Send + 'static,
+        Fut: Future<Output = Loaded> + Send + 'static,
+    {
+        let reader = (self.tenant_id(), view, self.own_position(view));
+        app.cache.read(&self.db(app), reader, params, load).await
+    }
+
     /// The position of this session's latest change to `view` (0: none
     /// known): what a cached copy of the view must include for this session.
     /// Where the store keeps no per-view positions, the session's latest
     /// write of any kind stands for it.
-    pub fn own_position(&self, view: View) -> u64 {
+    fn own_position(&self, view: View) -> u64 {
         let last = |p: Option<strata_db::Lsn>| p.map_or(0, strata_db::Lsn::as_u64);
         let recorded = match &self.view_writes {
             Some(writes) => writes

@@ -131,14 +131,9 @@ pub async fn cached_list<R: ApiResource>(
     params: ListParams,
 ) -> Result<Tagged, AppError> {
     let key = list_key(&params);
-    let (tenant, view) = (session.tenant_id(), View::List(R::SPEC.name));
-    app.cache
-        .read(
-            &session.db(app),
-            (tenant, view, session.own_position(view)),
-            key,
-            load_list::<R>(tenant, params),
-        )
+    let load = load_list::<R>(session.tenant_id(), params);
+    session
+        .read(app, View::List(R::SPEC.name), key, load)
         .await?
         .ok_or_else(|| AppError::Internal(anyhow::anyhow!("a list page is never absent")))
 }
@@ -160,18 +155,17 @@ async fn read<R: ApiResource>(
     Id(id): Id,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let (tenant, view) = (session.tenant_id(), View::object(R::SPEC.name, id));
+    let tenant = session.tenant_id();
     let load = move |db: Db| async move {
         match repo::get::<R>(&db, tenant, id).await? {
             Some(row) => Ok(Some(serde_json::to_vec(&row)?)),
             None => Ok(None),
         }
     };
-    let row = app
-        .cache
+    let row = session
         .read(
-            &session.db(&app),
-            (tenant, view, session.own_position(view)),
+            &app,
+            View::object(R::SPEC.name, id),
             format!("id={id}"),
             load,
         )

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tiered_cache::{Bytes, FillContext, Filled, Namespace, Policy, TieredCache};
+use tiered_cache::{Bytes, FillContext, Filled, Key, Namespace, Policy, TieredCache};
 use tokio::sync::oneshot;
 
 use crate::support::{builder, Boom, RedisServer};
@@ -46,17 +46,25 @@ impl Source {
     }
 }
 
+/// The policy of the `contacts` label in these tests.
+fn settling_policy() -> Policy {
+    Policy::new(Duration::from_secs(60)).settle(WINDOW)
+}
+
 fn settling(b: tiered_cache::CacheBuilder) -> tiered_cache::CacheBuilder {
-    b.policy(
-        "contacts",
-        Policy::new(Duration::from_secs(60)).settle(WINDOW),
-    )
+    b.policy("contacts", settling_policy())
+}
+
+/// The namespace the tests write to, and the key they read.
+fn contacts() -> (Namespace, Key) {
+    let ns = Namespace::new("acme/contacts", "contacts");
+    let key = ns.key("page=1");
+    (ns, key)
 }
 
 async fn read(cache: &TieredCache, own: u64, source: &Source) -> Bytes {
-    let key = Namespace::new("acme/contacts", "contacts").key("page=1");
     cache
-        .get_or_fill_after(&key, own, source.fill())
+        .get_or_fill_after(&contacts().1, own, source.fill())
         .await
         .expect("fill")
 }
@@ -66,7 +74,7 @@ async fn writes_coalesce_for_others_but_never_hide_from_their_writer_across_inst
     let redis = RedisServer::start();
     let a = settling(builder(&redis)).build().await.expect("cache a");
     let b = settling(builder(&redis)).build().await.expect("cache b");
-    let ns = Namespace::new("acme/contacts", "contacts");
+    let (ns, _) = contacts();
     let source = Source::default();
     source.write(10);
     assert_eq!(read(&a, 0, &source).await, "v10");
@@ -123,8 +131,7 @@ async fn a_fill_that_raced_a_write_is_not_served_past_the_window_without_redis()
         .build()
         .await
         .expect("cache");
-    let ns = Namespace::new("acme/contacts", "contacts");
-    let key = ns.key("page=1");
+    let (ns, key) = contacts();
     let source = Source::default();
     source.write(10);
 
@@ -171,15 +178,12 @@ async fn an_entry_a_write_settled_is_no_fail_safe_fallback() {
     let cache = TieredCache::builder()
         .policy(
             "contacts",
-            Policy::new(Duration::from_secs(60))
-                .settle(WINDOW)
-                .fail_safe(Duration::from_secs(300)),
+            settling_policy().fail_safe(Duration::from_secs(300)),
         )
         .build()
         .await
         .expect("cache");
-    let ns = Namespace::new("acme/contacts", "contacts");
-    let key = ns.key("page=1");
+    let (ns, key) = contacts();
     let source = Source::default();
     source.write(10);
     assert_eq!(read(&cache, 0, &source).await, "v10");
