@@ -21,9 +21,10 @@
 //!   (a replica that has not replayed it is not used), so a read after a
 //!   write never fills from before it, and a fill that raced the write
 //!   stores a value whose position gives it away (tiered-cache's checks);
-//! - a request first passes the bus barrier ([`ApiCache::sync`]), so an
-//!   invalidation made through another instance is applied here before the
-//!   request looks anything up.
+//! - a write (or a logout) passes the bus barrier before it answers
+//!   ([`ApiCache::sync_peers`]): every instance has then applied its
+//!   invalidations, so the client's next request, wherever it lands, looks
+//!   nothing up before them. Reads cost no Redis round trip.
 
 use std::future::Future;
 use std::time::Duration;
@@ -220,10 +221,11 @@ impl ApiCache {
         self.l1_max_bytes
     }
 
-    /// The read-your-writes barrier across instances (see the module docs).
-    pub async fn sync(&self) {
+    /// The read-your-writes barrier across instances (see the module docs):
+    /// returns once every instance has applied what this one published.
+    pub async fn sync_peers(&self) {
         if let Some(cache) = &self.cache {
-            cache.sync().await;
+            cache.sync_peers().await;
         }
     }
 
@@ -340,10 +342,12 @@ impl ApiCache {
     }
 
     /// Drops every instance's copy of the session behind `hash` (logout): its
-    /// shard's generation moves, and fills in flight are not stored.
+    /// shard's generation moves, and fills in flight are not stored. Every
+    /// instance has applied it when this returns.
     pub async fn revoke_session(&self, hash: &[u8; 32]) {
         if let Some(cache) = &self.cache {
             cache.invalidate(self.session_namespace(hash)).await;
+            cache.sync_peers().await;
         }
     }
 

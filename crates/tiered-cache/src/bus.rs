@@ -1,13 +1,16 @@
 //! The invalidation bus: one task per cache holding a pub/sub subscription on its own
-//! connection, applying other instances' invalidations and deletions to this instance.
+//! connection, applying other instances' invalidations and deletions to this instance, and
+//! acknowledging the barriers they publish ([`TieredCache::sync_peers`](crate::TieredCache::sync_peers)).
 //! Never serves or fills anything; when it loses the subscription it only says so (to the
 //! generation mirror), and the mirror stops trusting what it knew.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::{FutureExt, StreamExt};
-use tokio::sync::{oneshot, Notify};
+use futures_util::StreamExt;
+use tokio::sync::oneshot;
 
 use crate::key::L1KeyRef;
 use crate::Inner;
@@ -32,6 +35,12 @@ pub(crate) enum Message<'a> {
         ns: &'a str,
         params: &'a str,
     },
+    /// `b <instance> <nonce>`: `instance` asks every listener to acknowledge, once it has
+    /// applied every message before this one, on `instance`'s acknowledgement channel.
+    Barrier { instance: u64, nonce: u64 },
+    /// `a <nonce> <instance>` (on this instance's acknowledgement channel only): `instance` has
+    /// applied everything this instance published before its barrier `nonce`.
+    Acked { nonce: u64, instance: u64 },
 }
 
 /// What the invalidation script appends after `i <generation> <position> `.
@@ -43,23 +52,47 @@ pub(crate) fn dropped(generation: u64, instance: u64, ns: &str, params: &str) ->
     format!("d {generation} {instance} {} {ns}{params}", ns.len())
 }
 
+pub(crate) fn barrier(instance: u64, nonce: u64) -> String {
+    format!("b {instance} {nonce}")
+}
+
+fn acked(nonce: u64, instance: u64) -> String {
+    format!("a {nonce} {instance}")
+}
+
+/// The channel on which `instance` hears the acknowledgements of its barriers.
+pub(crate) fn ack_channel(channel: &str, instance: u64) -> String {
+    format!("{channel}:acks:{instance}")
+}
+
 pub(crate) fn parse(payload: &str) -> Option<Message<'_>> {
     let (kind, rest) = payload.split_once(' ')?;
-    // Numbers first, then one remainder holding the length-prefixed strings (which may
-    // themselves contain spaces).
-    let numbers = match kind {
-        "i" => 4,
-        "d" => 3,
+    // Numbers first, then (for `i` and `d`) one remainder holding the length-prefixed strings
+    // (which may themselves contain spaces).
+    let (numbers, strings) = match kind {
+        "i" => (4, true),
+        "d" => (3, true),
+        "b" | "a" => (2, false),
         _ => return None,
     };
-    let mut fields = rest.splitn(numbers + 1, ' ');
-    let mut num = || fields.next()?.parse::<u64>().ok();
-    let n: [u64; 4] = [
-        num()?,
-        num()?,
-        num()?,
-        if numbers == 4 { num()? } else { 0 },
-    ];
+    let mut fields = rest.splitn(numbers + usize::from(strings), ' ');
+    let mut n = [0u64; 4];
+    for slot in n.iter_mut().take(numbers) {
+        *slot = fields.next()?.parse().ok()?;
+    }
+    if !strings {
+        return match (kind, fields.next()) {
+            ("b", None) => Some(Message::Barrier {
+                instance: n[0],
+                nonce: n[1],
+            }),
+            ("a", None) => Some(Message::Acked {
+                nonce: n[0],
+                instance: n[1],
+            }),
+            _ => None,
+        };
+    }
     let rest = fields.next()?;
     let split = |len: u64| {
         let len = usize::try_from(len).ok()?;
@@ -88,29 +121,70 @@ pub(crate) fn parse(payload: &str) -> Option<Message<'_>> {
     }
 }
 
-/// Callers of [`TieredCache::sync`](crate::TieredCache::sync) waiting for the next barrier: a
-/// PING on the subscription connection, whose reply Redis sends after every message published
-/// before it. One barrier serves every caller that arrived before it was sent.
+/// The barriers this instance has published and not every listener has acknowledged yet.
 #[derive(Default)]
-pub(crate) struct Barrier {
-    waiters: std::sync::Mutex<Vec<oneshot::Sender<()>>>,
-    wake: Notify,
+pub(crate) struct Acks {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Open>>,
 }
 
-impl Barrier {
-    /// Joins the next barrier; the receiver fires once it has passed (or errs if the bus is lost).
-    pub(crate) fn join(&self) -> oneshot::Receiver<()> {
-        let (tx, rx) = oneshot::channel();
-        self.waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(tx);
-        self.wake.notify_one();
-        rx
+struct Open {
+    /// Who acknowledged (by instance: a message delivered twice counts once).
+    acked: HashSet<u64>,
+    /// How many listeners Redis delivered the barrier to, once the PUBLISH has answered.
+    listeners: Option<usize>,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl Open {
+    fn settle(&mut self) {
+        if self.listeners.is_some_and(|n| self.acked.len() >= n) {
+            if let Some(done) = self.done.take() {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+impl Acks {
+    /// A new barrier's nonce, and what fires once every listener has acknowledged it.
+    pub(crate) fn open(&self) -> (u64, oneshot::Receiver<()>) {
+        let nonce = self.next.fetch_add(1, Ordering::Relaxed);
+        let (done, rx) = oneshot::channel();
+        let open = Open {
+            acked: HashSet::new(),
+            listeners: None,
+            done: Some(done),
+        };
+        self.lock().insert(nonce, open);
+        (nonce, rx)
     }
 
-    fn take(&self) -> Vec<oneshot::Sender<()>> {
-        std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()))
+    /// Redis delivered barrier `nonce` to `listeners` subscribers (this instance's bus among them
+    /// while it is subscribed). Acknowledgements may have arrived already.
+    pub(crate) fn expect(&self, nonce: u64, listeners: usize) {
+        if let Some(open) = self.lock().get_mut(&nonce) {
+            open.listeners = Some(listeners);
+            open.settle();
+        }
+    }
+
+    fn ack(&self, nonce: u64, instance: u64) {
+        if let Some(open) = self.lock().get_mut(&nonce) {
+            open.acked.insert(instance);
+            open.settle();
+        }
+    }
+
+    /// Forgets barrier `nonce` (passed or given up); later acknowledgements are ignored.
+    pub(crate) fn close(&self, nonce: u64) -> usize {
+        self.lock()
+            .remove(&nonce)
+            .map_or(0, |open| open.acked.len())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Open>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -141,7 +215,12 @@ async fn run(
     loop {
         let connect = async {
             let mut pubsub = l2.client().get_async_pubsub().await?;
-            pubsub.subscribe(l2.channel()).await?;
+            pubsub
+                .subscribe(&[
+                    l2.channel().to_owned(),
+                    ack_channel(l2.channel(), inner.instance),
+                ])
+                .await?;
             Ok::<_, redis::RedisError>(pubsub)
         };
         let ended = match tokio::time::timeout(l2.connect_timeout(), connect).await {
@@ -192,7 +271,7 @@ async fn run(
 }
 
 async fn listen(
-    inner: &Inner,
+    inner: &Arc<Inner>,
     pubsub: redis::aio::PubSub,
     ping_interval: Duration,
     stop: &mut oneshot::Receiver<()>,
@@ -209,30 +288,6 @@ async fn listen(
                 Some(msg) => apply(inner, msg.get_payload_bytes()),
                 None => return Ended::Lost,
             },
-            _ = inner.barrier.wake.notified() => {
-                // Taken before the PING is sent: every one of them asked before it, so every
-                // message published before they asked arrives ahead of its reply.
-                let waiters = inner.barrier.take();
-                if waiters.is_empty() {
-                    continue;
-                }
-                let pong = tokio::time::timeout(ping_timeout, sink.ping::<redis::Value>()).await;
-                if !matches!(pong, Ok(Ok(_))) {
-                    return Ended::Lost; // Dropping the waiters releases them.
-                }
-                // The client has queued those messages before handing over the reply: apply them
-                // before releasing anyone.
-                loop {
-                    match stream.next().now_or_never() {
-                        Some(Some(msg)) => apply(inner, msg.get_payload_bytes()),
-                        Some(None) => return Ended::Lost,
-                        None => break,
-                    }
-                }
-                for waiter in waiters {
-                    let _ = waiter.send(());
-                }
-            }
             _ = tick.tick() => {
                 // A half-open TCP connection delivers nothing and reports nothing; only a
                 // round trip shows it is gone.
@@ -246,7 +301,7 @@ async fn listen(
     }
 }
 
-fn apply(inner: &Inner, payload: &[u8]) {
+fn apply(inner: &Arc<Inner>, payload: &[u8]) {
     let Some(msg) = std::str::from_utf8(payload).ok().and_then(parse) else {
         tracing::debug!("ignoring malformed invalidation bus message");
         return;
@@ -282,6 +337,22 @@ fn apply(inner: &Inner, payload: &[u8]) {
                     .remove(&L1KeyRef::from_parts(ns, generation, params));
             }
         }
+        // Every message published before the barrier has been applied above (the bus is one
+        // task, and Redis delivers a channel's messages in order): say so.
+        Message::Barrier { instance, nonce } if instance == inner.instance => {
+            inner.acks.ack(nonce, instance);
+        }
+        Message::Barrier { instance, nonce } => {
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                if let Some(l2) = &inner.l2 {
+                    let channel = ack_channel(l2.channel(), instance);
+                    let message = acked(nonce, inner.instance);
+                    l2.publish(&inner.stats, &channel, &message).await;
+                }
+            });
+        }
+        Message::Acked { nonce, instance } => inner.acks.ack(nonce, instance),
     }
 }
 
@@ -313,6 +384,22 @@ mod tests {
                 params: "p a r",
             })
         );
+        assert_eq!(
+            parse(&barrier(3, 8)),
+            Some(Message::Barrier {
+                instance: 3,
+                nonce: 8
+            })
+        );
+        assert_eq!(
+            parse(&acked(8, 4)),
+            Some(Message::Acked {
+                nonce: 8,
+                instance: 4
+            })
+        );
+        assert_eq!(parse("b 1 2 3"), None);
+        assert_eq!(parse("a 1"), None);
         assert_eq!(parse("i 1 2"), None);
         assert_eq!(parse("d 1 2 99 short"), None);
         assert_eq!(parse("x"), None);

@@ -324,6 +324,24 @@ impl L2 {
         .is_some()
     }
 
+    /// Publishes `message` on `channel`; the number of subscribers Redis delivered it to.
+    /// Not retried: the bus' messages are idempotent, but a retry would count listeners again.
+    pub(crate) async fn publish(
+        &self,
+        stats: &Stats,
+        channel: &str,
+        message: &str,
+    ) -> Option<usize> {
+        self.call(stats, "PUBLISH", Retry::Never, |mut c| async move {
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(message)
+                .query_async::<usize>(&mut c)
+                .await
+        })
+        .await
+    }
+
     /// Establishes the command connection (at most `within`), so the first calls do not pay
     /// for it. Failure is not reported: the breaker deals with an unreachable Redis.
     pub(crate) async fn ping_within(&self, within: Duration) {

@@ -76,8 +76,11 @@ pub(crate) struct Inner {
     pending: Mutex<HashMap<Box<str>, Namespace>>,
     /// Keys deleted or overwritten lately: fills that started before must not keep their value.
     pub(crate) fences: Fences,
-    barrier: bus::Barrier,
+    pub(crate) acks: bus::Acks,
     sync_timeout: Duration,
+    /// When a barrier last went unacknowledged (seconds since `started`), to warn once a while.
+    last_sync_warning: std::sync::atomic::AtomicU64,
+    started: Instant,
 }
 
 impl TieredCache {
@@ -123,8 +126,10 @@ impl TieredCache {
             condition: b.condition,
             pending: Mutex::default(),
             fences: Fences::new(b.fill_timeout),
-            barrier: bus::Barrier::default(),
+            acks: bus::Acks::default(),
             sync_timeout: b.l2_timeout,
+            last_sync_warning: std::sync::atomic::AtomicU64::new(0),
+            started: Instant::now(),
         });
         let mut cache = TieredCache {
             inner: inner.clone(),
@@ -366,26 +371,39 @@ impl TieredCache {
         }
     }
 
-    /// Waits until every invalidation and deletion published (by any instance) before this call
-    /// has been applied here: a read-your-writes barrier for a request that may follow a write
-    /// made through another instance. Costs one round trip on the bus connection, shared by all
-    /// callers that arrive while one is in flight; no Redis command per caller.
+    /// Waits until every instance listening on the bus has applied every invalidation and
+    /// deletion this instance published before the call: the read-your-writes barrier across
+    /// instances, paid by the writer. A server calls it after a write's invalidations and before
+    /// answering, so the client's next request, on whichever instance, finds them applied; reads
+    /// then need no Redis round trip at all.
     ///
-    /// Returns at once without Redis or while the bus is down (generations are then re-read from
-    /// Redis, which is current anyway), and after the L2 timeout if the bus does not answer in
-    /// time (counted in `tiered_cache_sync_timeouts_total`).
-    pub async fn sync(&self) {
+    /// One PUBLISH of a barrier message on the bus channel; every listener (Redis says how
+    /// many it delivered to) acknowledges on this instance's own channel once it has applied
+    /// what came before. Returns at once without Redis, while this instance's bus is down (no
+    /// acknowledgement could reach it; the others' generations are re-read from Redis while
+    /// theirs is), or if Redis does not take the PUBLISH; after the L2 timeout if some listener
+    /// does not answer in time (counted in `tiered_cache_sync_timeouts_total`, and logged at
+    /// most every 10 s: an overloaded instance, or a client that is not a cache subscribed to
+    /// the channel).
+    pub async fn sync_peers(&self) {
         let inner = &self.inner;
-        if inner.l2.is_none() || !inner.stats.bus_connected() {
+        let Some(l2) = &inner.l2 else { return };
+        if !inner.stats.bus_connected() {
             return;
         }
-        let passed = inner.barrier.join();
-        if tokio::time::timeout(inner.sync_timeout, passed)
-            .await
-            .is_err()
-        {
+        let (nonce, acked) = inner.acks.open();
+        let message = bus::barrier(inner.instance, nonce);
+        let wait = async {
+            let listeners = l2.publish(&inner.stats, l2.channel(), &message).await?;
+            inner.acks.expect(nonce, listeners);
+            acked.await.ok()?;
+            Some(listeners)
+        };
+        let outcome = tokio::time::timeout(inner.sync_timeout, wait).await;
+        let heard = inner.acks.close(nonce);
+        if outcome.is_err() {
             inner.stats.sync_timeout();
-            tracing::debug!("bus barrier timed out");
+            inner.warn_unacknowledged(heard);
         }
     }
 
@@ -502,6 +520,25 @@ impl Inner {
     }
 
     /// Replays every pending local invalidation (the bus calls this when Redis is back).
+    fn warn_unacknowledged(&self, heard: usize) {
+        use std::sync::atomic::Ordering;
+        let now = self.started.elapsed().as_secs() + 1;
+        let last = self.last_sync_warning.load(Ordering::Relaxed);
+        if (last == 0 || now >= last + 10)
+            && self
+                .last_sync_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                acknowledged = heard,
+                timeout_ms = self.sync_timeout.as_millis() as u64,
+                "a bus barrier was not acknowledged by every subscriber in time: an instance is \
+                 overloaded, or something other than a cache subscribes to the channel"
+            );
+        }
+    }
+
     pub(crate) async fn replay_pending(&self) {
         let pending: Vec<Namespace> = {
             let map = self.pending.lock().unwrap_or_else(|e| e.into_inner());

@@ -125,7 +125,8 @@ pub struct StatsSnapshot {
     pub bus_connected: bool,
     /// Times the bus (re)subscribed; each makes every generation be re-read from Redis.
     pub bus_subscribes: u64,
-    /// [`sync`](crate::TieredCache::sync) calls that gave up waiting for the bus barrier.
+    /// [`sync_peers`](crate::TieredCache::sync_peers) calls that gave up waiting for every
+    /// subscriber to acknowledge the barrier.
     pub sync_timeouts: u64,
     /// Entries in L1 (current, not reset).
     pub l1_entries: u64,

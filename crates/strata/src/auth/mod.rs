@@ -121,12 +121,17 @@ impl Session {
     }
 
     /// After a committed write, before it answers: invalidates the cached
-    /// views it changed (on every instance, at its commit position), then
-    /// stores that position with the session, so the session's next
-    /// requests read their writes on any instance even with the cache off.
-    /// A failure to store it is logged, not returned: the write has
-    /// succeeded, and cached reads do not depend on it.
+    /// views it changed (at its commit position), stores that position with
+    /// the session, so the session's next requests read their writes on any
+    /// instance even with the cache off, and waits until every instance has
+    /// applied both. A failure to store it is logged, not returned: the write
+    /// has succeeded, and cached reads do not depend on it.
     pub async fn wrote(&self, app: &AppState, changed: &[View]) {
+        self.record_write(app, changed).await;
+        app.cache.sync_peers().await;
+    }
+
+    async fn record_write(&self, app: &AppState, changed: &[View]) {
         let position = self.ctx.last_write();
         app.cache.written(self.tenant_id(), changed, position).await;
         let Some(lsn) = position else {
@@ -140,10 +145,10 @@ impl Session {
             .record_write(&self.token_hash, lsn, &labels)
             .await
         {
-            // Every instance drops its copy (the next request's bus barrier
-            // waits for that), so the session's next read anywhere carries
-            // the new position: a row it just created is in no invalidated
-            // view, only the position finds it on a replica.
+            // Every instance drops its copy (the barrier in `wrote` waits
+            // for that), so the session's next read anywhere carries the new
+            // position: a row it just created is in no invalidated view,
+            // only the position finds it on a replica.
             Ok(()) => app.cache.refresh_session(&self.token_hash).await,
             Err(e) => tracing::warn!(error = %e, "could not record the session's write position"),
         }
@@ -236,9 +241,8 @@ impl FromRequestParts<AppState> for Session {
                 "authentication required: log in first",
             ))?;
         let hash = token_hash(token);
-        // Whatever another instance invalidated or revoked before this
-        // request arrived is applied here first (read-your-writes, logout).
-        app.cache.sync().await;
+        // No barrier here: whatever another instance invalidated or revoked
+        // before answering the client was applied here before it answered.
         let now = Utc::now();
         let data = load_session(app, hash)
             .await?

@@ -262,7 +262,7 @@ async fn a_fill_overtaken_by_a_delete_of_its_key_is_not_kept() {
         };
         started_rx.await.expect("the fill started");
         deleter.delete(&key).await;
-        a.sync().await;
+        deleter.sync_peers().await;
         release_tx.send(()).expect("the fill is waiting");
         assert_eq!(
             in_flight.await.expect("task").expect("fill"),

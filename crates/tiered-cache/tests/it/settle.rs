@@ -86,7 +86,7 @@ async fn writes_coalesce_for_others_but_never_hide_from_their_writer_across_inst
         source.write(position);
         a.invalidate_at(&ns, position).await;
     }
-    b.sync().await;
+    a.sync_peers().await;
     // Other readers, on both instances, are served the entry: no refill per write.
     assert_eq!(read(&a, 0, &source).await, "v10");
     assert_eq!(read(&b, 0, &source).await, "v10");
@@ -110,7 +110,7 @@ async fn writes_coalesce_for_others_but_never_hide_from_their_writer_across_inst
     // After the window, nobody is served an entry that misses a write.
     source.write(50);
     b.invalidate_at(&ns, 50).await;
-    a.sync().await;
+    b.sync_peers().await;
     tokio::time::sleep(WINDOW + Duration::from_millis(50)).await;
     assert_eq!(read(&a, 0, &source).await, "v50");
     assert_eq!(read(&b, 0, &source).await, "v50");
@@ -121,7 +121,7 @@ async fn writes_coalesce_for_others_but_never_hide_from_their_writer_across_inst
     // A plain invalidation (no position) still drops everything at once, everywhere.
     source.write(60);
     a.invalidate(&ns).await;
-    b.sync().await;
+    a.sync_peers().await;
     assert_eq!(read(&b, 0, &source).await, "v60");
 }
 
