@@ -200,7 +200,9 @@ impl CacheBuilder {
     }
 
     /// How long a generation read from Redis is used before it is read again, a backstop for
-    /// a bus message lost without the subscription dropping. Default 60 s.
+    /// a bus message lost without the subscription dropping. Default 60 s. Also how long a
+    /// namespace must go without a lookup before the generation mirror may forget it (which
+    /// keeps the mirror's size proportional to the namespaces in use, not to all ever seen).
     pub fn generation_max_age(mut self, age: Duration) -> Self {
         self.generation_max_age = age;
         self

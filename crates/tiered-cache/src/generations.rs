@@ -14,9 +14,15 @@
 //! records its position with the time this instance learned of it, and becomes part of the
 //! floor once its window has passed. Entries read at a position below the floor are not served.
 //! Whatever is learned without knowing when it happened (a read from Redis) settles at once.
+//!
+//! The mirror is bounded by use, not by history: a namespace not looked up for `max_age` is
+//! forgotten once the map has doubled since the last sweep (never one whose local invalidation
+//! Redis has not counted yet). Forgetting costs a Redis read on the next use, or without Redis
+//! a new generation (its old L1 entries become unreachable) at a position no lower than any
+//! forgotten one, so a fill never reads from before an invalidation it no longer remembers.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::sync::ShardedLock;
@@ -32,6 +38,9 @@ const NO_EPOCH: u64 = u64::MAX;
 /// At most this many unsettled positions are kept per namespace; beyond it the oldest settles
 /// early (which only makes entries miss sooner).
 const MAX_UNSETTLED: usize = 32;
+
+/// The map is first swept when it holds this many namespaces, then whenever it has doubled.
+const FIRST_SWEEP: usize = 4096;
 
 /// What a lookup resolved for a namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,10 +102,12 @@ struct Entry {
     /// How long the namespace's invalidations take to settle.
     window: Duration,
     source: Source,
+    /// When it was last looked up, in whole seconds of the mirror's clock ([`Generations::tick`]).
+    used: AtomicU64,
 }
 
 impl Entry {
-    fn new(generation: u64, position: u64, source: Source) -> Entry {
+    fn new(generation: u64, position: u64, source: Source, used: u64) -> Entry {
         Entry {
             generation,
             position,
@@ -104,6 +115,15 @@ impl Entry {
             unsettled: VecDeque::new(),
             window: Duration::ZERO,
             source,
+            used: AtomicU64::new(used),
+        }
+    }
+
+    /// Stamps a lookup; a store only when the second changed, so a hot entry's cache line stays
+    /// shared between the cores.
+    fn touch(&self, tick: u64) {
+        if self.used.load(Ordering::Relaxed) != tick {
+            self.used.store(tick, Ordering::Relaxed);
         }
     }
 
@@ -168,6 +188,13 @@ pub(crate) struct Generations {
     /// False without Redis: the mirror is then the only copy and is always trusted.
     redis: bool,
     max_age: Duration,
+    /// The clock of `Entry::used`.
+    start: Instant,
+    /// The map's size at which the next sweep runs.
+    sweep_at: AtomicUsize,
+    /// The highest position of any namespace forgotten by a sweep: where a namespace made up
+    /// here starts, since it may be one of them.
+    retired: AtomicU64,
 }
 
 impl Generations {
@@ -179,7 +206,44 @@ impl Generations {
             next_local: AtomicU64::new(1),
             redis,
             max_age,
+            start: Instant::now(),
+            sweep_at: AtomicUsize::new(FIRST_SWEEP),
+            retired: AtomicU64::new(0),
         }
+    }
+
+    /// Whole seconds since the mirror was made, at `now`.
+    fn tick(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.start).as_secs()
+    }
+
+    /// Forgets the namespaces not looked up for `max_age` (except `keep`, the one just written,
+    /// and any whose local invalidation Redis has not counted yet), if the map has doubled
+    /// since the last sweep. Amortised O(1) per insertion.
+    fn sweep_if_due(&self, map: &mut Map, now: Instant, keep: &str) {
+        if map.len() < self.sweep_at.load(Ordering::Relaxed) {
+            return;
+        }
+        let tick = self.tick(now);
+        let max_age = self.max_age.as_secs();
+        let mut retired = 0;
+        map.retain(|ns, e| {
+            let idle = tick.saturating_sub(e.used.load(Ordering::Relaxed)) >= max_age;
+            let pending = matches!(e.source, Source::Local { pending: true });
+            let forget = idle && !pending && &**ns != keep;
+            if forget {
+                retired = retired.max(e.position);
+            }
+            !forget
+        });
+        self.retired.fetch_max(retired, Ordering::AcqRel);
+        self.sweep_at
+            .store((map.len() * 2).max(FIRST_SWEEP), Ordering::Relaxed);
+    }
+
+    /// The position a namespace made up here starts at.
+    fn start_position(&self) -> u64 {
+        self.retired.load(Ordering::Acquire)
     }
 
     /// The epoch to stamp on a Redis read that is about to be sent.
@@ -210,6 +274,7 @@ impl Generations {
         {
             let map = self.map.read().unwrap_or_else(|e| e.into_inner());
             if let Some(e) = map.get(ns) {
+                e.touch(self.tick(now));
                 return self.classify(e, now);
             }
         }
@@ -219,10 +284,13 @@ impl Generations {
         // L1 only: the first generation of a namespace is simply a new number.
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         let generation = self.new_local();
-        let e = map
-            .entry(ns.into())
-            .or_insert_with(|| Entry::new(generation, 0, Source::Local { pending: false }));
-        self.classify(e, now)
+        let (position, tick) = (self.start_position(), self.tick(now));
+        let e = map.entry(ns.into()).or_insert_with(|| {
+            Entry::new(generation, position, Source::Local { pending: false }, tick)
+        });
+        let found = self.classify(e, now);
+        self.sweep_if_due(&mut map, now, ns);
+        found
     }
 
     fn classify(&self, e: &Entry, now: Instant) -> Lookup {
@@ -277,10 +345,32 @@ impl Generations {
     ) -> Resolved {
         let now = Instant::now();
         let settling = settling.map(|window| (now, window));
+        let tick = self.tick(now);
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        let e = map
-            .entry(ns.into())
-            .or_insert_with(|| Entry::new(generation, position, Source::Redis { epoch, at: now }));
+        let resolved = Self::record(
+            &mut map,
+            ns,
+            (generation, position),
+            (epoch, now, tick),
+            replaces_local,
+            settling,
+        );
+        self.sweep_if_due(&mut map, now, ns);
+        resolved
+    }
+
+    /// [`observe`](Self::observe) on the locked map.
+    fn record(
+        map: &mut Map,
+        ns: &str,
+        (generation, position): (u64, u64),
+        (epoch, now, tick): (u64, Instant, u64),
+        replaces_local: Option<u64>,
+        settling: Option<(Instant, Duration)>,
+    ) -> Resolved {
+        let e = map.entry(ns.into()).or_insert_with(|| {
+            Entry::new(generation, position, Source::Redis { epoch, at: now }, tick)
+        });
         match e.source {
             // Within Redis' history generations only grow (INCR; re-initialised from the clock
             // if the key is lost), so the larger one is the newer: a read that left before an
@@ -352,8 +442,11 @@ impl Generations {
     /// the entry stays pending until the invalidation is replayed there.
     pub(crate) fn bump_local(&self, ns: &str, position: u64) -> Resolved {
         let generation = self.new_local();
+        let now = Instant::now();
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        let old_position = map.get(ns).map_or(0, |e| e.position);
+        let old_position = map
+            .get(ns)
+            .map_or_else(|| self.start_position(), |e| e.position);
         let position = position.max(old_position);
         map.insert(
             ns.into(),
@@ -363,8 +456,10 @@ impl Generations {
                 Source::Local {
                     pending: self.redis,
                 },
+                self.tick(now),
             ),
         );
+        self.sweep_if_due(&mut map, now, ns);
         Resolved {
             generation,
             position,
@@ -379,26 +474,39 @@ impl Generations {
         debug_assert!(!self.redis, "with Redis, settling goes through Redis");
         let now = Instant::now();
         let generation = self.new_local();
+        let (start, tick) = (self.start_position(), self.tick(now));
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         map.entry(ns.into())
-            .or_insert_with(|| Entry::new(generation, 0, Source::Local { pending: false }))
+            .or_insert_with(|| {
+                Entry::new(generation, start, Source::Local { pending: false }, tick)
+            })
             .raise(position, Some((now, window)));
+        self.sweep_if_due(&mut map, now, ns);
     }
 
     /// A generation for a namespace Redis could not tell us about (never fresh): keep what we
     /// have, else make one up that any later Redis answer replaces.
     pub(crate) fn fallback(&self, ns: &str) -> Resolved {
+        let now = Instant::now();
+        let (start, tick) = (self.start_position(), self.tick(now));
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         let generation = self.new_local();
-        let e = map
-            .entry(ns.into())
-            .or_insert_with(|| Entry::new(generation, 0, Source::Local { pending: false }));
-        Resolved {
+        let e = map.entry(ns.into()).or_insert_with(|| {
+            Entry::new(generation, start, Source::Local { pending: false }, tick)
+        });
+        let resolved = Resolved {
             generation: e.generation,
             position: e.position,
             floor: e.position,
             fresh: false,
-        }
+        };
+        self.sweep_if_due(&mut map, now, ns);
+        resolved
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
 
@@ -410,6 +518,56 @@ mod tests {
         let g = Generations::new(true, Duration::from_secs(60));
         g.bus_up();
         g
+    }
+
+    /// Without Redis the mirror is the only copy: a namespace it forgets comes back with a new
+    /// generation (its old entries unreachable) and no lower position, while one in use keeps
+    /// its generation.
+    #[test]
+    fn unused_namespaces_are_forgotten_without_going_back() {
+        let g = Generations::new(false, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let generation = |lookup| match lookup {
+            Lookup::Trusted(r) => r,
+            other => panic!("without Redis every lookup is trusted: {other:?}"),
+        };
+        let old = generation(g.lookup("old", t0));
+        g.bump_local("old", 99);
+        let old_bumped = generation(g.lookup("old", t0));
+        assert_ne!(old.generation, old_bumped.generation);
+        let hot = generation(g.lookup("hot", t0));
+        for i in 0..FIRST_SWEEP {
+            g.lookup(&format!("a{i}"), t0);
+        }
+        // Nothing was idle for 60 s: the sweep that ran kept everything.
+        assert_eq!(g.len(), FIRST_SWEEP + 2);
+
+        let t1 = t0 + Duration::from_secs(120);
+        assert_eq!(generation(g.lookup("hot", t1)), hot);
+        for i in 0..FIRST_SWEEP * 2 {
+            g.lookup(&format!("b{i}"), t1);
+        }
+        assert!(g.len() <= FIRST_SWEEP * 2 + 1, "{} namespaces", g.len());
+        assert_eq!(generation(g.lookup("hot", t1)), hot, "in use: kept");
+        let back = generation(g.lookup("old", t1));
+        assert_ne!(back.generation, old_bumped.generation, "forgotten: a new generation");
+        assert_ne!(back.generation, old.generation);
+        assert!(back.position >= 99, "position went back to {}", back.position);
+    }
+
+    /// With Redis, a forgotten namespace is simply re-read; a local invalidation Redis has not
+    /// counted yet is never forgotten, since Redis could not give it back.
+    #[test]
+    fn a_pending_invalidation_is_never_forgotten() {
+        let g = Generations::new(true, Duration::ZERO);
+        g.bus_up();
+        let pending = g.bump_local("pending", 7);
+        for i in 0..FIRST_SWEEP * 3 {
+            g.observe(&format!("n{i}"), 5, 0, g.epoch(), None, None);
+        }
+        assert!(g.len() < FIRST_SWEEP, "{} namespaces", g.len());
+        assert_eq!(g.lookup("pending", Instant::now()), Lookup::Pending(pending));
+        assert_eq!(g.lookup("n0", Instant::now()), Lookup::Unsure(None));
     }
 
     #[test]
