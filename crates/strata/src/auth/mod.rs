@@ -121,19 +121,29 @@ impl Session {
     }
 
     /// After a committed write, before it answers: invalidates the cached
-    /// views it changed (at its commit position), stores that position with
-    /// the session, so the session's next requests read their writes on any
-    /// instance even with the cache off, and waits until every instance has
-    /// applied both. A failure to store it is logged, not returned: the write
-    /// has succeeded, and cached reads do not depend on it.
+    /// views it changed (at its commit position) and, at the same time,
+    /// stores that position with the session, so the session's next requests
+    /// read their writes on any instance even with the cache off; then waits
+    /// until every instance has applied both. The two may land in either
+    /// order: a reader that has the position before the invalidation skips
+    /// the entries behind it anyway. A failure to store the position is
+    /// logged, not returned: the write has succeeded, and cached reads do not
+    /// depend on it.
     pub async fn wrote(&self, app: &AppState, changed: &[View]) {
-        self.record_write(app, changed).await;
+        let position = self.ctx.last_write();
+        tokio::join!(
+            app.cache.written(self.tenant_id(), changed, position),
+            self.record_position(app, changed, position),
+        );
         app.cache.sync_peers().await;
     }
 
-    async fn record_write(&self, app: &AppState, changed: &[View]) {
-        let position = self.ctx.last_write();
-        app.cache.written(self.tenant_id(), changed, position).await;
+    async fn record_position(
+        &self,
+        app: &AppState,
+        changed: &[View],
+        position: Option<strata_db::Lsn>,
+    ) {
         let Some(lsn) = position else {
             return;
         };
