@@ -550,9 +550,16 @@ mod tests {
         assert!(g.len() <= FIRST_SWEEP * 2 + 1, "{} namespaces", g.len());
         assert_eq!(generation(g.lookup("hot", t1)), hot, "in use: kept");
         let back = generation(g.lookup("old", t1));
-        assert_ne!(back.generation, old_bumped.generation, "forgotten: a new generation");
+        assert_ne!(
+            back.generation, old_bumped.generation,
+            "forgotten: a new generation"
+        );
         assert_ne!(back.generation, old.generation);
-        assert!(back.position >= 99, "position went back to {}", back.position);
+        assert!(
+            back.position >= 99,
+            "position went back to {}",
+            back.position
+        );
     }
 
     /// With Redis, a forgotten namespace is simply re-read; a local invalidation Redis has not
@@ -566,7 +573,10 @@ mod tests {
             g.observe(&format!("n{i}"), 5, 0, g.epoch(), None, None);
         }
         assert!(g.len() < FIRST_SWEEP, "{} namespaces", g.len());
-        assert_eq!(g.lookup("pending", Instant::now()), Lookup::Pending(pending));
+        assert_eq!(
+            g.lookup("pending", Instant::now()),
+            Lookup::Pending(pending)
+        );
         assert_eq!(g.lookup("n0", Instant::now()), Lookup::Unsure(None));
     }
 

@@ -325,7 +325,7 @@ impl L2 {
     }
 
     /// Publishes `message` on `channel`; the number of subscribers Redis delivered it to.
-    /// Not retried: the bus' messages are idempotent, but a retry would count listeners again.
+    /// Not retried: a message that may not have gone out is the caller's to give up on.
     pub(crate) async fn publish(
         &self,
         stats: &Stats,

@@ -396,8 +396,7 @@ impl TieredCache {
         let wait = async {
             let listeners = l2.publish(&inner.stats, l2.channel(), &message).await?;
             inner.acks.expect(nonce, listeners);
-            acked.await.ok()?;
-            Some(listeners)
+            acked.await.ok()
         };
         let outcome = tokio::time::timeout(inner.sync_timeout, wait).await;
         let heard = inner.acks.close(nonce);
@@ -519,7 +518,7 @@ impl Inner {
         Some(r)
     }
 
-    /// Replays every pending local invalidation (the bus calls this when Redis is back).
+    /// Warns that a barrier went unacknowledged, at most once every 10 s.
     fn warn_unacknowledged(&self, heard: usize) {
         use std::sync::atomic::Ordering;
         let now = self.started.elapsed().as_secs() + 1;
@@ -539,6 +538,7 @@ impl Inner {
         }
     }
 
+    /// Replays every pending local invalidation (the bus calls this when Redis is back).
     pub(crate) async fn replay_pending(&self) {
         let pending: Vec<Namespace> = {
             let map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
