@@ -124,11 +124,11 @@ impl Session {
     /// views it changed (at its commit position) and, at the same time,
     /// stores that position with the session, so the session's next requests
     /// read their writes on any instance even with the cache off; then waits
-    /// until every instance has applied both. The two may land in either
-    /// order: a reader that has the position before the invalidation skips
-    /// the entries behind it anyway. A failure to store the position is
-    /// logged, not returned: the write has succeeded, and cached reads do not
-    /// depend on it.
+    /// until every instance has applied both. Their order does not matter:
+    /// both are in place everywhere before the write answers, and nothing is
+    /// promised to a request that runs while the write does. A failure to
+    /// store the position is logged, not returned: the write has succeeded,
+    /// and cached reads do not depend on it.
     pub async fn wrote(&self, app: &AppState, changed: &[View]) {
         let position = self.ctx.last_write();
         tokio::join!(
