@@ -474,8 +474,9 @@ impl Generations {
         debug_assert!(!self.redis, "with Redis, settling goes through Redis");
         let now = Instant::now();
         let generation = self.new_local();
-        let (start, tick) = (self.start_position(), self.tick(now));
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        // Read under the lock: a sweep (which holds it) may just have forgotten `ns`.
+        let (start, tick) = (self.start_position(), self.tick(now));
         map.entry(ns.into())
             .or_insert_with(|| {
                 Entry::new(generation, start, Source::Local { pending: false }, tick)
@@ -488,8 +489,9 @@ impl Generations {
     /// have, else make one up that any later Redis answer replaces.
     pub(crate) fn fallback(&self, ns: &str) -> Resolved {
         let now = Instant::now();
-        let (start, tick) = (self.start_position(), self.tick(now));
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        // Read under the lock: a sweep (which holds it) may just have forgotten `ns`.
+        let (start, tick) = (self.start_position(), self.tick(now));
         let generation = self.new_local();
         let e = map.entry(ns.into()).or_insert_with(|| {
             Entry::new(generation, start, Source::Local { pending: false }, tick)
