@@ -78,9 +78,6 @@ pub(crate) struct Inner {
     pub(crate) fences: Fences,
     pub(crate) acks: bus::Acks,
     sync_timeout: Duration,
-    /// When a barrier last went unacknowledged (seconds since `started`), to warn once a while.
-    last_sync_warning: std::sync::atomic::AtomicU64,
-    started: Instant,
 }
 
 impl TieredCache {
@@ -128,8 +125,6 @@ impl TieredCache {
             fences: Fences::new(b.fill_timeout),
             acks: bus::Acks::default(),
             sync_timeout: b.l2_timeout,
-            last_sync_warning: std::sync::atomic::AtomicU64::new(0),
-            started: Instant::now(),
         });
         let mut cache = TieredCache {
             inner: inner.clone(),
@@ -402,7 +397,15 @@ impl TieredCache {
         let heard = inner.acks.close(nonce);
         if outcome.is_err() {
             inner.stats.sync_timeout();
-            inner.warn_unacknowledged(heard);
+            if inner.stats.sync_warning_due() {
+                tracing::warn!(
+                    acknowledged = heard,
+                    timeout_ms = inner.sync_timeout.as_millis() as u64,
+                    "a bus barrier was not acknowledged by every subscriber in time: an \
+                     instance is overloaded, or something other than a cache subscribes to the \
+                     channel"
+                );
+            }
         }
     }
 
@@ -516,26 +519,6 @@ impl Inner {
                 .remove(ns.id());
         }
         Some(r)
-    }
-
-    /// Warns that a barrier went unacknowledged, at most once every 10 s.
-    fn warn_unacknowledged(&self, heard: usize) {
-        use std::sync::atomic::Ordering;
-        let now = self.started.elapsed().as_secs() + 1;
-        let last = self.last_sync_warning.load(Ordering::Relaxed);
-        if (last == 0 || now >= last + 10)
-            && self
-                .last_sync_warning
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(
-                acknowledged = heard,
-                timeout_ms = self.sync_timeout.as_millis() as u64,
-                "a bus barrier was not acknowledged by every subscriber in time: an instance is \
-                 overloaded, or something other than a cache subscribes to the channel"
-            );
-        }
     }
 
     /// Replays every pending local invalidation (the bus calls this when Redis is back).

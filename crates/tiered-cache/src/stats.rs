@@ -333,9 +333,49 @@ pub(crate) struct Stats {
     sync_timeouts: Count,
     bus_subscribes: AtomicU64,
     bus_connected: AtomicBool,
-    /// Milliseconds since `born` when the L1 size gauges were last set.
-    l1_gauges_at: AtomicU64,
+    /// The L1 size gauges are set at most once a second.
+    l1_gauges: Every,
+    /// An unacknowledged bus barrier is logged at most once every 10 s.
+    sync_warning: Every,
     born: std::time::Instant,
+}
+
+/// Lets something happen at most once per interval, on the clock of [`Stats::born`].
+struct Every {
+    /// When it last happened, in milliseconds since `born`, plus the interval (so that 0 means
+    /// "long ago").
+    at: AtomicU64,
+    interval_ms: u64,
+}
+
+impl Every {
+    /// First due one interval after `born`.
+    fn after_one(interval: std::time::Duration) -> Self {
+        let interval_ms = interval.as_millis() as u64;
+        Every {
+            at: AtomicU64::new(interval_ms),
+            interval_ms,
+        }
+    }
+
+    /// Due at once.
+    fn at_once(interval: std::time::Duration) -> Self {
+        Every {
+            at: AtomicU64::new(0),
+            interval_ms: interval.as_millis() as u64,
+        }
+    }
+
+    /// Whether it is due now; if so, the caller is the one to do it.
+    fn claim(&self, born: std::time::Instant) -> bool {
+        let now = born.elapsed().as_millis() as u64 + self.interval_ms;
+        let last = self.at.load(Relaxed);
+        now.saturating_sub(last) >= self.interval_ms
+            && self
+                .at
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+    }
 }
 
 impl Stats {
@@ -349,7 +389,8 @@ impl Stats {
             sync_timeouts: Count::new(metrics::counter!(SYNC_TIMEOUTS)),
             bus_subscribes: AtomicU64::new(0),
             bus_connected: AtomicBool::new(bus_connected),
-            l1_gauges_at: AtomicU64::new(0),
+            l1_gauges: Every::after_one(std::time::Duration::from_secs(1)),
+            sync_warning: Every::at_once(std::time::Duration::from_secs(10)),
             born: std::time::Instant::now(),
         }
     }
@@ -421,6 +462,11 @@ impl Stats {
         self.sync_timeouts.add(1);
     }
 
+    /// Whether an unacknowledged barrier should be logged now (at most once every 10 s).
+    pub(crate) fn sync_warning_due(&self) -> bool {
+        self.sync_warning.claim(self.born)
+    }
+
     pub(crate) fn l2_skipped(&self) {
         self.l2_skipped.add(1);
     }
@@ -449,14 +495,7 @@ impl Stats {
     /// Sets the L1 gauges at most once a second: measuring L1 locks each of its shards, too
     /// much to do on every store. (The snapshot always measures.)
     pub(crate) fn maybe_l1_size(&self, measure: impl FnOnce() -> (u64, u64)) {
-        let now = self.born.elapsed().as_millis() as u64;
-        let last = self.l1_gauges_at.load(Relaxed);
-        if now.saturating_sub(last) >= 1000
-            && self
-                .l1_gauges_at
-                .compare_exchange(last, now, Relaxed, Relaxed)
-                .is_ok()
-        {
+        if self.l1_gauges.claim(self.born) {
             let (entries, bytes) = measure();
             self.l1_size(entries, bytes);
         }
