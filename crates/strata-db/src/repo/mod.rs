@@ -319,21 +319,20 @@ pub async fn list<R: Resource>(
     Ok((items, total))
 }
 
-/// The query plans of a list's statements, one line per plan node
-/// (PostgreSQL only; `None` on SQLite).
+/// The query plans of a list's statements, the page's then the count's, one
+/// line per plan node (PostgreSQL only; `None` on SQLite).
 pub async fn explain_list(
     db: &Db,
     spec: &Spec,
     tenant: Uuid,
     params: &ListParams,
     now: DateTime<Utc>,
-) -> Result<Option<Vec<String>>, DbError> {
+) -> Result<Option<[Vec<String>; 2]>, DbError> {
     let (page, count) = list_statements(spec, tenant, params, now);
-    let (Some(mut a), Some(b)) = (db.explain(&page).await?, db.explain(&count).await?) else {
+    let (Some(page), Some(count)) = (db.explain(&page).await?, db.explain(&count).await?) else {
         return Ok(None);
     };
-    a.extend(b);
-    Ok(Some(a))
+    Ok(Some([page, count]))
 }
 
 fn by_id(spec: &Spec, tenant: Uuid, id: Uuid) -> SelectStatement {

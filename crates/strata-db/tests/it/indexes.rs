@@ -131,7 +131,8 @@ async fn every_list_query_uses_an_index_on_postgres() {
                 let plan = explain_list(&t.db, spec, tenant.tenant_id, &params, now)
                     .await
                     .expect("explain")
-                    .expect("PostgreSQL explains");
+                    .expect("PostgreSQL explains")
+                    .concat();
                 checked += 1;
                 if plan.iter().any(|line| line.contains("Seq Scan")) {
                     scans.push(format!(
@@ -149,5 +150,65 @@ async fn every_list_query_uses_an_index_on_postgres() {
         "{} of {checked} list queries scan a table:\n{}",
         scans.len(),
         scans.join("\n")
+    );
+}
+
+/// The least frequent first word of `column` among the tenant's rows, as a
+/// user who knows what they look for would type it.
+async fn rare_word(t: &TestDb, table: &str, column: &str, tenant: Uuid) -> String {
+    let sql = format!(
+        "SELECT split_part(lower({column}), ' ', 1) AS word FROM {table} \
+         WHERE tenant_id = $1 AND length(split_part({column}, ' ', 1)) >= 3 \
+         GROUP BY word ORDER BY COUNT(*), word LIMIT 1"
+    );
+    sqlx::query_scalar(&sql)
+        .bind(tenant)
+        .fetch_one(t.raw.pg())
+        .await
+        .expect(&sql)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_read_only_the_rows_they_match_on_postgres() {
+    let t = TestDb::postgres().await;
+    let opts = SeedOptions {
+        tenants: 4,
+        scale: 0.25,
+        password_hash: "x".into(),
+        seed: 1,
+    };
+    let seeded: Vec<SeededTenant> = seed_reporting(&t, &opts).await;
+    t.raw.execute("ANALYZE").await;
+    let tenant = seeded[0].tenant_id;
+
+    // A selective text of three characters or more: a search for it must
+    // find its rows through the trigram indexes, not by reading every row
+    // of the tenant (the count reads all the matches, so it shows it).
+    let searches: [(&'static Spec, &str); 5] = [
+        (&Contact::SPEC, "last_name"),
+        (&Deal::SPEC, "title"),
+        (&Task::SPEC, "title"),
+        (&Invoice::SPEC, "number"),
+        (&Order::SPEC, "number"),
+    ];
+    let now = Utc::now();
+    let mut unindexed = Vec::new();
+    for (spec, column) in searches {
+        let text = rare_word(&t, spec.name, column, tenant).await;
+        let mut params = spec.default_params();
+        params.q = Some(text.to_uppercase());
+        let [_, plan] = explain_list(&t.db, spec, tenant, &params, now)
+            .await
+            .expect("explain")
+            .expect("PostgreSQL explains");
+        let index = format!("on {}_search_", spec.name);
+        if !plan.iter().any(|line| line.contains(&index)) {
+            unindexed.push(format!("{} q={text}\n    {}", spec.name, plan.join("\n    ")));
+        }
+    }
+    assert!(
+        unindexed.is_empty(),
+        "searches that read the tenant's rows:\n{}",
+        unindexed.join("\n")
     );
 }
