@@ -126,6 +126,9 @@ struct Inner {
 pub struct Db {
     inner: Arc<Inner>,
     ctx: Option<ReadCtx>,
+    /// Statements are planned for their own values on every call, never
+    /// prepared once and reused ([`Db::planned_per_call`]).
+    per_call: bool,
 }
 
 type PgTm = <Postgres as sqlx::Database>::TransactionManager;
@@ -255,7 +258,11 @@ impl Db {
             config.replicas.probe_interval.max(Duration::from_secs(1))
         };
         tokio::spawn(monitor(Arc::downgrade(&inner), every));
-        Ok(Db { inner, ctx: None })
+        Ok(Db {
+            inner,
+            ctx: None,
+            per_call: false,
+        })
     }
 
     /// This handle with a replication context: its reads honour the
@@ -265,7 +272,26 @@ impl Db {
         Db {
             inner: self.inner.clone(),
             ctx: Some(ctx.clone()),
+            per_call: self.per_call,
         }
+    }
+
+    /// This handle, with its statements planned by PostgreSQL for their own
+    /// values on every call instead of prepared once. A prepared statement
+    /// switches to a generic plan after a few calls; for a `LIKE` on a
+    /// trigram index that plan cannot tell a selective text from a short or
+    /// common one, and scanning the whole index for those took 100-180 ms
+    /// where a custom plan takes 1-8 ms.
+    pub(crate) fn planned_per_call(&self) -> Db {
+        Db {
+            per_call: true,
+            ..self.clone()
+        }
+    }
+
+    /// Whether statements are prepared and reused on their connection.
+    fn persistent(&self) -> bool {
+        self.inner.persistent && !self.per_call
     }
 
     /// The replication context this handle carries, if any.
@@ -299,7 +325,7 @@ impl Db {
             return Ok(None);
         };
         let text: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
-            .persistent(self.inner.persistent)
+            .persistent(self.persistent())
             .fetch_one(primary)
             .await?;
         text.parse()
@@ -526,7 +552,7 @@ impl Db {
         target: Target,
         stmt: &impl SqlxBinder,
     ) -> Result<Vec<T>, DbError> {
-        let persistent = self.inner.persistent;
+        let persistent = self.persistent();
         match &self.inner.pools {
             Pools::Postgres { primary, router } => {
                 let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
@@ -559,7 +585,7 @@ impl Db {
         target: Target,
         stmt: &impl SqlxBinder,
     ) -> Result<Option<T>, DbError> {
-        let persistent = self.inner.persistent;
+        let persistent = self.persistent();
         match &self.inner.pools {
             Pools::Postgres { primary, router } => {
                 let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
@@ -593,7 +619,7 @@ impl Db {
         target: Target,
         stmt: &impl SqlxBinder,
     ) -> Result<i64, DbError> {
-        let persistent = self.inner.persistent;
+        let persistent = self.persistent();
         match &self.inner.pools {
             Pools::Postgres { primary, router } => {
                 let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
@@ -621,11 +647,29 @@ impl Db {
         }
     }
 
-    /// Runs one write outside a transaction; returns the rows it affected.
+    /// Runs one write statement on its own; returns the rows it affected.
+    /// On PostgreSQL the statement commits by itself, without BEGIN and
+    /// COMMIT round trips; when it changed rows, its commit position is
+    /// recorded in the context as [`Tx::commit`] does.
     pub(crate) async fn execute(&self, stmt: &impl SqlxBinder) -> Result<u64, DbError> {
-        let mut tx = self.begin().await?;
-        let n = tx.execute(stmt).await?;
-        tx.commit().await?;
+        let Pools::Postgres { primary, .. } = &self.inner.pools else {
+            let mut tx = self.begin().await?;
+            let n = tx.execute(stmt).await?;
+            tx.commit().await?;
+            return Ok(n);
+        };
+        note_wait(primary, None);
+        let mut conn = primary.acquire().await?;
+        metrics::counter!(names::QUERIES, "target" => "primary").increment(1);
+        let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
+        let n = sqlx::query_with(&sql, values)
+            .persistent(self.persistent())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        if let Some(ctx) = self.ctx.as_ref().filter(|_| n > 0) {
+            ctx.wrote(commit_position(&mut conn, self.persistent()).await);
+        }
         Ok(n)
     }
 
@@ -639,7 +683,7 @@ impl Db {
                 TxKind::Postgres(PgTx {
                     conn,
                     open: true,
-                    persistent: self.inner.persistent,
+                    persistent: self.persistent(),
                     // The commit position is read only when someone can
                     // use it: a context to record it in (the session's
                     // read-your-writes, in the cache with or without
@@ -843,24 +887,7 @@ impl Tx {
                 if !tx.report_lsn {
                     return Ok(None);
                 }
-                // `pg_current_wal_insert_lsn()` is at or after the commit
-                // record once COMMIT has returned. Failing to read it must not
-                // fail a write that is already durable: the context then
-                // demands a position no replica reaches, so its reads go to
-                // the primary, which is slower but never stale.
-                let lsn = match sqlx::query_scalar::<_, String>(
-                    "SELECT pg_current_wal_insert_lsn()::text",
-                )
-                .persistent(tx.persistent)
-                .fetch_one(&mut *tx.conn)
-                .await
-                {
-                    Ok(text) => text.parse().unwrap_or(Lsn::MAX),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not read the commit's WAL position; this context reads from the primary");
-                        Lsn::MAX
-                    }
-                };
+                let lsn = commit_position(&mut tx.conn, tx.persistent).await;
                 if let Some(ctx) = &ctx {
                     ctx.wrote(lsn);
                 }
@@ -874,6 +901,25 @@ impl Tx {
                 }
                 Ok(Some(position))
             }
+        }
+    }
+}
+
+/// The primary's WAL position, read on `conn` right after a commit returned
+/// on it: at or after the commit record. Failing to read it must not fail a
+/// write that is already durable: the position is then one no replica
+/// reaches, so the context's reads go to the primary, which is slower but
+/// never stale.
+async fn commit_position(conn: &mut PoolConnection<Postgres>, persistent: bool) -> Lsn {
+    match sqlx::query_scalar::<_, String>("SELECT pg_current_wal_insert_lsn()::text")
+        .persistent(persistent)
+        .fetch_one(&mut **conn)
+        .await
+    {
+        Ok(text) => text.parse().unwrap_or(Lsn::MAX),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the commit's WAL position; this context reads from the primary");
+            Lsn::MAX
         }
     }
 }

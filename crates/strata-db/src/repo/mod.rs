@@ -312,6 +312,14 @@ pub async fn list<R: Resource>(
     now: DateTime<Utc>,
 ) -> Result<(Vec<R>, i64), DbError> {
     let (page, count) = list_statements(&R::SPEC, tenant, params, now);
+    // How to find a search's rows depends on its text (see `planned_per_call`).
+    let searching;
+    let db = if params.q.as_deref().is_some_and(|q| !q.is_empty()) {
+        searching = db.planned_per_call();
+        &searching
+    } else {
+        db
+    };
     let (items, total) = tokio::try_join!(
         db.fetch_all(Target::Read, &page),
         db.fetch_i64(Target::Read, &count)
@@ -373,19 +381,23 @@ pub async fn exists(db: &Db, table: &str, tenant: Uuid, id: Uuid) -> Result<bool
     Ok(db.fetch_i64(Target::Primary, &stmt).await? > 0)
 }
 
+/// `fresh`: the row was just inserted, so it has no tags to clear yet.
 async fn write_tags<R: Resource>(
     tx: &mut crate::pool::Tx,
     tenant: Uuid,
     row: &R,
+    fresh: bool,
 ) -> Result<(), DbError> {
     let Some(tags) = row.tags() else {
         return Ok(());
     };
-    let clear = Query::delete()
-        .from_table(Alias::new("contact_tags"))
-        .and_where(col("contact_id").eq(row.id()))
-        .to_owned();
-    tx.execute(&clear).await?;
+    if !fresh {
+        let clear = Query::delete()
+            .from_table(Alias::new("contact_tags"))
+            .and_where(col("contact_id").eq(row.id()))
+            .to_owned();
+        tx.execute(&clear).await?;
+    }
     if tags.is_empty() {
         return Ok(());
     }
@@ -419,9 +431,14 @@ pub async fn insert<R: Resource>(db: &Db, tenant: Uuid, row: &R) -> Result<(), D
         .values(values.into_iter().map(SimpleExpr::from))
         .map_err(|e| DbError::Config(e.to_string()))?
         .to_owned();
+    if row.tags().is_none_or(<[String]>::is_empty) {
+        // One statement commits by itself: two round trips fewer.
+        db.execute(&stmt).await?;
+        return Ok(());
+    }
     let mut tx = db.begin().await?;
     tx.execute(&stmt).await?;
-    write_tags(&mut tx, tenant, row).await?;
+    write_tags(&mut tx, tenant, row, true).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -448,11 +465,14 @@ pub async fn update<R: Resource>(
         .and_where(col("id").eq(row.id()))
         .and_where(col("updated_at").eq(expected_updated_at))
         .to_owned();
+    if row.tags().is_none() {
+        return Ok(db.execute(&stmt).await? > 0);
+    }
     let mut tx = db.begin().await?;
     if tx.execute(&stmt).await? == 0 {
         return Ok(false);
     }
-    write_tags(&mut tx, tenant, row).await?;
+    write_tags(&mut tx, tenant, row, false).await?;
     tx.commit().await?;
     Ok(true)
 }

@@ -203,7 +203,11 @@ async fn searches_read_only_the_rows_they_match_on_postgres() {
             .expect("PostgreSQL explains");
         let index = format!("on {}_search_", spec.name);
         if !plan.iter().any(|line| line.contains(&index)) {
-            unindexed.push(format!("{} q={text}\n    {}", spec.name, plan.join("\n    ")));
+            unindexed.push(format!(
+                "{} q={text}\n    {}",
+                spec.name,
+                plan.join("\n    ")
+            ));
         }
     }
     assert!(
