@@ -660,13 +660,7 @@ impl Db {
         };
         note_wait(primary, None);
         let mut conn = primary.acquire().await?;
-        metrics::counter!(names::QUERIES, "target" => "primary").increment(1);
-        let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
-        let n = sqlx::query_with(&sql, values)
-            .persistent(self.persistent())
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+        let n = primary_execute(&mut conn, self.persistent(), stmt).await?;
         if let Some(ctx) = self.ctx.as_ref().filter(|_| n > 0) {
             ctx.wrote(commit_position(&mut conn, self.persistent()).await);
         }
@@ -855,15 +849,7 @@ impl Drop for PgTx {
 impl Tx {
     pub(crate) async fn execute(&mut self, stmt: &impl SqlxBinder) -> Result<u64, DbError> {
         Ok(match &mut self.kind {
-            TxKind::Postgres(tx) => {
-                metrics::counter!(names::QUERIES, "target" => "primary").increment(1);
-                let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
-                sqlx::query_with(&sql, values)
-                    .persistent(tx.persistent)
-                    .execute(&mut *tx.conn)
-                    .await?
-                    .rows_affected()
-            }
+            TxKind::Postgres(tx) => primary_execute(&mut tx.conn, tx.persistent, stmt).await?,
             TxKind::Sqlite(tx) => {
                 let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
                 sqlx::query_with(&sql, values)
@@ -903,6 +889,22 @@ impl Tx {
             }
         }
     }
+}
+
+/// Runs one write statement on a primary connection, counted as a primary
+/// query; returns the rows it affected.
+async fn primary_execute(
+    conn: &mut PoolConnection<Postgres>,
+    persistent: bool,
+    stmt: &impl SqlxBinder,
+) -> Result<u64, sqlx::Error> {
+    metrics::counter!(names::QUERIES, "target" => "primary").increment(1);
+    let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
+    Ok(sqlx::query_with(&sql, values)
+        .persistent(persistent)
+        .execute(&mut **conn)
+        .await?
+        .rows_affected())
 }
 
 /// The primary's WAL position, read on `conn` right after a commit returned
