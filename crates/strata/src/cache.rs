@@ -27,7 +27,7 @@
 //!   nothing up before them. Reads cost no Redis round trip.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use strata_db::{Db, DbError, Lsn, ReadCtx};
 use tiered_cache::{
@@ -59,8 +59,49 @@ impl LoadError {
     }
 }
 
-/// What a view's loader returns: the response JSON, `None` for "no such object".
-pub type Loaded = Result<Option<Vec<u8>>, LoadError>;
+/// What a view's loader returns: what it read, `None` for "no such object".
+pub type Loaded = Result<Option<Read>, LoadError>;
+
+/// What a view's loader read: the response JSON and, for a list page, the
+/// objects the page shows, each as its own response JSON. Those are cached
+/// as their objects' views too ([`TieredCache::prime`]), under the same rules
+/// as a fill of them: opening an object seen in a list reads no database.
+pub struct Read {
+    json: Vec<u8>,
+    shows: Option<Shown>,
+}
+
+/// The objects of resource `name` a list page shows: `(id, JSON)`.
+struct Shown {
+    name: &'static str,
+    objects: Vec<(Uuid, Vec<u8>)>,
+}
+
+impl Read {
+    /// A page of resource `name` showing `objects` (`(id, JSON)`).
+    pub fn with_objects(json: Vec<u8>, name: &'static str, objects: Vec<(Uuid, Vec<u8>)>) -> Read {
+        Read {
+            json,
+            shows: Some(Shown { name, objects }),
+        }
+    }
+
+    /// The response JSON alone.
+    pub fn into_json(self) -> Vec<u8> {
+        self.json
+    }
+}
+
+impl From<Vec<u8>> for Read {
+    fn from(json: Vec<u8>) -> Read {
+        Read { json, shows: None }
+    }
+}
+
+/// The cache parameters of object `id` within its view ([`View::object`]).
+pub fn object_params(id: Uuid) -> String {
+    format!("id={id}")
+}
 
 /// A cached view of a tenant's data; each is one namespace per tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,12 +295,15 @@ impl ApiCache {
             let loaded = load(direct.clone()).await;
             return loaded
                 .map_err(|e| e.to_app_error())
-                .map(|v| v.map(Tagged::new));
+                .map(|v| v.map(|read| Tagged::new(read.into_json())));
         };
         let key = view.namespace(tenant).key(params);
         let db = direct.clone();
+        let primer = (cache.clone(), tenant);
         let value = cache
-            .get_or_fill_after(&key, own, move |fill: FillContext| fill_at(db, fill, load))
+            .get_or_fill_after(&key, own, move |fill: FillContext| {
+                fill_at(db, fill, load, primer)
+            })
             .await
             .map_err(|e| fill_error(e, LoadError::to_app_error))?;
         Ok(Tagged::from_cached(value))
@@ -284,8 +328,11 @@ impl ApiCache {
         };
         let key = view.namespace(tenant).key(params);
         let db = db.clone();
+        let primer = (cache.clone(), tenant);
         cache
-            .warm(&key, move |fill: FillContext| fill_at(db, fill, load))
+            .warm(&key, move |fill: FillContext| {
+                fill_at(db, fill, load, primer)
+            })
             .await
             .map_err(|e| fill_error(e, LoadError::to_app_error))
     }
@@ -379,19 +426,26 @@ impl ApiCache {
 /// Runs `load` so that what it reads includes the namespace's latest
 /// invalidation: its position becomes the read's floor (a replica that has
 /// not replayed it is skipped), and the position actually read at goes back
-/// to the cache, which refuses to store anything from behind it.
-async fn fill_at<F, Fut>(db: Db, fill: FillContext, load: F) -> Result<Filled, LoadError>
+/// to the cache, which refuses to store anything from behind it. Objects the
+/// read came with are primed in `tenant`'s object views at that position.
+async fn fill_at<F, Fut>(
+    db: Db,
+    fill: FillContext,
+    load: F,
+    (cache, tenant): (TieredCache, Uuid),
+) -> Result<Filled, LoadError>
 where
     F: FnOnce(Db) -> Fut,
     Fut: Future<Output = Loaded>,
 {
+    let started = Instant::now();
     // At or after the namespace's latest invalidation, and the requesting
-    // session's own latest write: a row it just created is in no
-    // invalidated namespace (creating one drops no cached object).
+    // session's own latest write: a row it just created is in no invalidated
+    // namespace (creating one drops no cached object).
     let own = db.ctx().and_then(ReadCtx::min_lsn).map_or(0, Lsn::as_u64);
     let floor = fill.position().max(own);
     let ctx = ReadCtx::new((floor > 0).then(|| Lsn::from_u64(floor)));
-    let value = load(db.with_ctx(&ctx)).await?;
+    let read = load(db.with_ctx(&ctx)).await?;
     // A replica read saw what the replica had replayed; a primary read saw
     // at least every commit before it started, so at least the floor (any
     // write it missed commits later, at a higher position).
@@ -399,8 +453,25 @@ where
         .source()
         .and_then(|s| s.replayed)
         .map_or(floor, Lsn::as_u64);
-    Ok(match value {
-        Some(json) => Filled::new(Tagged::new(json).into_bytes()).at_position(read_at),
+    Ok(match read {
+        Some(Read { json, shows }) => {
+            if let Some(Shown { name, objects }) = shows {
+                // Concurrently: the namespaces this instance has not used yet
+                // cost a Redis read each, in one round trip.
+                let primes = objects.into_iter().map(|(id, object)| {
+                    let key = View::object(name, id)
+                        .namespace(tenant)
+                        .key(object_params(id));
+                    let cache = &cache;
+                    async move {
+                        let value = Tagged::new(object).into_bytes();
+                        cache.prime(&key, value, read_at, started).await
+                    }
+                });
+                futures_util::future::join_all(primes).await;
+            }
+            Filled::new(Tagged::new(json).into_bytes()).at_position(read_at)
+        }
         // "No such object" is never stored: no invalidation would end it
         // when the row appears (a create drops no cached object), and a
         // lagging replica says it about rows that exist.

@@ -29,7 +29,7 @@ pub fn load(tenant: Uuid) -> impl FnOnce(Db) -> BoxFuture<'static, Loaded> + Sen
     move |db: Db| {
         Box::pin(async move {
             let figures = stats::dashboard(&db, tenant, Utc::now()).await?;
-            Ok(Some(serde_json::to_vec(&figures)?))
+            Ok(Some(serde_json::to_vec(&figures)?.into()))
         })
     }
 }

@@ -115,6 +115,11 @@ impl L1 {
         }
     }
 
+    /// Whether there is an L1 at all (a bound above 0 bytes).
+    pub(crate) fn enabled(&self) -> bool {
+        self.cache.is_some()
+    }
+
     pub(crate) fn entries(&self) -> u64 {
         self.cache.as_ref().map_or(0, |c| c.len() as u64)
     }

@@ -272,6 +272,51 @@ impl TieredCache {
         inner.l1_store(key, at, value, l1_ttl, grace);
     }
 
+    /// Stores in L1 a value of `key` that came with another fill's result, as read at
+    /// `position` by a read that started at `started`: the objects a list page shows, say,
+    /// each of which is also cached on its own. It is kept only where a fill of `key` that read
+    /// the same would be: at or after the namespace's latest invalidation position, and only
+    /// if the key was not [`set`](Self::set) or [`delete`](Self::delete)d since `started`.
+    ///
+    /// L1 only: it writes nothing to Redis. It reads the namespace's generation from Redis
+    /// when this instance has not used the namespace yet (as a lookup would), and stores
+    /// nothing when it cannot be sure of it (Redis unreachable, the bus reconnecting). Returns
+    /// whether it stored the value (counted in `tiered_cache_primed_total`).
+    pub async fn prime(
+        &self,
+        key: &Key,
+        value: impl Into<Bytes>,
+        position: u64,
+        started: Instant,
+    ) -> bool {
+        let inner = &self.inner;
+        let ns = key.namespace();
+        if !inner.l1.enabled() {
+            return false;
+        }
+        let resolved = inner.resolve(ns, Instant::now()).await;
+        if !resolved.fresh {
+            return false;
+        }
+        // The rule a fill's value is stored by (`Filled::storable`): not from behind the
+        // latest invalidation. A write committed after `position` but not yet announced is
+        // caught as it is for a fill: the entry's position is behind it once it is.
+        if position < resolved.position {
+            return false;
+        }
+        let (l1_ttl, _, grace) = inner.ttls(ns.label());
+        let at = (resolved.generation, position);
+        inner.l1_store(key, at, value.into(), l1_ttl, grace);
+        // As in `store_filled`: checked after the store, so that a deletion racing it either
+        // fences it here or removes it there.
+        if inner.fences.since(ns.id(), key.params(), started) {
+            inner.l1.remove(&L1KeyRef::new(key, resolved.generation));
+            return false;
+        }
+        inner.stats.primed(ns.label());
+        true
+    }
+
     /// Fills `key` and stores the value (under the same rules as [`get_or_fill`](Self::get_or_fill)),
     /// whether or not it is cached: for warming or refreshing a cache without reading it. Joins a
     /// fill of the key already running instead of starting a second one.

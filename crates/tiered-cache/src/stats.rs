@@ -20,6 +20,7 @@ const COALESCED: &str = "tiered_cache_coalesced_total";
 const INVALIDATIONS: &str = "tiered_cache_invalidations_total";
 const STALE_SERVED: &str = "tiered_cache_stale_served_total";
 const BEHIND_OWN: &str = "tiered_cache_behind_own_total";
+const PRIMED: &str = "tiered_cache_primed_total";
 const L2_ERRORS: &str = "tiered_cache_l2_errors_total";
 const BREAKER_STATE: &str = "tiered_cache_breaker_state";
 const BUS_CONNECTED: &str = "tiered_cache_bus_connected";
@@ -89,6 +90,10 @@ pub struct LabelStats {
     /// [`get_or_fill_after`]: crate::TieredCache::get_or_fill_after
     #[serde(default)]
     pub behind_own: u64,
+    /// Values stored in L1 by [`prime`](crate::TieredCache::prime): found in another fill's
+    /// result, so a later lookup of the key hits without a fill of its own.
+    #[serde(default)]
+    pub primed: u64,
 }
 
 /// Breaker position, as reported in [`StatsSnapshot`], [`Health`] and the
@@ -215,6 +220,7 @@ pub(crate) struct LabelCounters {
     stale_served: Count,
     invalidations: Count,
     behind_own: Count,
+    primed: Count,
 }
 
 impl LabelCounters {
@@ -243,6 +249,7 @@ impl LabelCounters {
             stale_served: plain(STALE_SERVED),
             invalidations: plain(INVALIDATIONS),
             behind_own: plain(BEHIND_OWN),
+            primed: plain(PRIMED),
         }
     }
 
@@ -263,6 +270,7 @@ impl LabelCounters {
             stale_served: self.stale_served.get(),
             invalidations: self.invalidations.get(),
             behind_own: self.behind_own.get(),
+            primed: self.primed.get(),
         }
     }
 
@@ -276,6 +284,7 @@ impl LabelCounters {
             &self.stale_served,
             &self.invalidations,
             &self.behind_own,
+            &self.primed,
         ]
         .into_iter()
         .chain(&self.fills)
@@ -443,6 +452,10 @@ impl Stats {
 
     pub(crate) fn behind_own(&self, label: &str) {
         self.with(label, |c| c.behind_own.add(1));
+    }
+
+    pub(crate) fn primed(&self, label: &str) {
+        self.with(label, |c| c.primed.add(1));
     }
 
     /// `label` may come from a bus message, written by another instance's caller.

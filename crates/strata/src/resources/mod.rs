@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::Session;
-use crate::cache::{Loaded, View};
+use crate::cache::{object_params, Loaded, Read, View};
 use crate::http::body::InputFields;
 use crate::http::etag::{etag, json_with_etag, matches, respond, Tagged};
 use crate::http::query::{list_key, parse_list};
@@ -113,13 +113,25 @@ pub fn load_list<R: ApiResource>(
     move |db: Db| {
         Box::pin(async move {
             let (items, total) = repo::list::<R>(&db, tenant, &params, Utc::now()).await?;
+            // Each item is serialised once: as part of the page, and as the
+            // object's own response (the same bytes `GET /{name}/{id}` gives).
+            let raw = items
+                .iter()
+                .map(serde_json::value::to_raw_value)
+                .collect::<Result<Vec<_>, _>>()?;
             let page = Page {
-                items,
+                items: raw,
                 page: params.page,
                 per_page: params.per_page,
                 total,
             };
-            Ok(Some(serde_json::to_vec(&page)?))
+            let json = serde_json::to_vec(&page)?;
+            let objects = items
+                .iter()
+                .zip(page.items)
+                .map(|(item, raw)| (item.id(), String::from(Box::<str>::from(raw)).into_bytes()))
+                .collect();
+            Ok(Some(Read::with_objects(json, R::SPEC.name, objects)))
         })
     }
 }
@@ -158,7 +170,7 @@ async fn read<R: ApiResource>(
     let tenant = session.tenant_id();
     let load = move |db: Db| async move {
         match repo::get::<R>(&db, tenant, id).await? {
-            Some(row) => Ok(Some(serde_json::to_vec(&row)?)),
+            Some(row) => Ok(Some(serde_json::to_vec(&row)?.into())),
             None => Ok(None),
         }
     };
@@ -166,7 +178,7 @@ async fn read<R: ApiResource>(
         .read(
             &app,
             View::object(R::SPEC.name, id),
-            format!("id={id}"),
+            object_params(id),
             load,
         )
         .await?

@@ -246,6 +246,69 @@ async fn a_created_object_is_read_at_once_and_never_cached_as_missing() {
     assert!(early_misses > 0, "every early read found the row");
 }
 
+/// Opening an object seen in a list reads no database: the list's fill
+/// cached the objects it showed, with the bytes (so the ETag) that reading
+/// the object itself gives. A later write to one of them is seen by its
+/// writer at once, on either instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_seen_in_a_list_open_without_a_database_read() {
+    let cluster = Cluster::start("2s");
+    let redis = RedisServer::start();
+    let a = instance(&cluster, &redis).await;
+    let b = instance(&cluster, &redis).await;
+    let alice = a.tenant("acme").await;
+    let alice_b = Client::new(&b.base, alice.token.clone());
+    for (name, tags) in [
+        ("Ann", json!(["vip"])),
+        ("Bo", json!([])),
+        ("Cy", json!(["a", "b"])),
+    ] {
+        alice
+            .create(
+                "contacts",
+                json!({"first_name": name, "company": "Acme", "tags": tags}),
+            )
+            .await;
+    }
+    reset(&a).await;
+    reset(&b).await;
+    let page = alice.get("/api/contacts").await;
+    page.assert_status(200);
+    let items = page.json()["items"].as_array().cloned().expect("items");
+    assert_eq!(items.len(), 3);
+    for item in &items {
+        let path = format!("/api/contacts/{}", item["id"].as_str().expect("id"));
+        let on_a = alice.get(&path).await;
+        on_a.assert_status(200);
+        assert_eq!(on_a.json(), *item);
+        // b never saw the list (and primed copies stay in a's L1): it reads
+        // the database, and answers the same bytes under the same tag.
+        let on_b = alice_b.get(&path).await;
+        on_b.assert_status(200);
+        assert_eq!(on_a.text, on_b.text);
+        assert_eq!(on_a.header("etag"), on_b.header("etag"));
+    }
+    let m = admin(&a, "/api/admin/cache/metrics").await;
+    assert_eq!(view(&m, "contacts.object", "l1.hits"), 3, "{m}");
+    assert_eq!(view(&m, "contacts.object", "fills"), 0, "{m}");
+    assert!(view(&m, "contacts.object", "primed") >= 3, "{m}");
+    let m = admin(&b, "/api/admin/cache/metrics").await;
+    assert_eq!(view(&m, "contacts.object", "fills"), 3, "{m}");
+
+    // The list primed the old version of Ann on a; her writer never sees it.
+    let path = format!("/api/contacts/{}", items[0]["id"].as_str().expect("id"));
+    alice_b
+        .patch(&path, &json!({"company": "Renamed"}))
+        .await
+        .assert_status(200);
+    for client in [&alice, &alice_b] {
+        assert_eq!(client.get(&path).await.json()["company"], "Renamed");
+    }
+    // A list read after the write primes the new version.
+    alice.get("/api/contacts").await.assert_status(200);
+    assert_eq!(alice.get(&path).await.json()["company"], "Renamed");
+}
+
 /// Another session's reads show a write within the contract's bound, and
 /// once they do they never go back to the old value: no fill that raced
 /// the write (or read the lagging replica) put it back.

@@ -201,3 +201,51 @@ async fn an_entry_a_write_settled_is_no_fail_safe_fallback() {
     let other = cache.get_or_fill(&key, down).await;
     assert!(other.is_err(), "another reader was served {other:?}");
 }
+
+/// `prime` stores what another fill read (a list page's objects) only where a fill of the key
+/// reading the same would be stored, and a primed entry is then a hit like a filled one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primed_values_follow_the_rules_of_fills() {
+    let redis = RedisServer::start();
+    let cache = settling(builder(&redis)).build().await.expect("cache");
+    let (ns, key) = contacts();
+    let source = Source::default();
+    source.write(10);
+    let now = std::time::Instant::now;
+    let primed = |c: &TieredCache| c.snapshot().labels["contacts"].primed;
+
+    // The primed value is a hit: no fill reads the source.
+    assert!(cache.prime(&key, "v10", 10, now()).await);
+    assert_eq!(read(&cache, 0, &source).await, "v10");
+    assert_eq!(source.reads(), 0);
+    assert_eq!(primed(&cache), 1);
+
+    // A write at 20: a value read before it is not primed...
+    source.write(20);
+    cache.invalidate_at(&ns, 20).await;
+    assert!(!cache.prime(&key, "v15", 15, now()).await);
+    // ...so its writer reads the source, and one read after it is primed.
+    assert_eq!(read(&cache, 20, &source).await, "v20");
+    assert_eq!(source.reads(), 1);
+    assert!(cache.prime(&key, "v25", 25, now()).await);
+    assert_eq!(read(&cache, 20, &source).await, "v25");
+    assert_eq!(source.reads(), 1);
+
+    // A deletion of the key after the read started fences what it read.
+    let started = now();
+    cache.delete(&key).await;
+    source.write(30);
+    assert!(!cache.prime(&key, "v28", 28, started).await);
+    assert_eq!(read(&cache, 0, &source).await, "v30");
+    assert_eq!(source.reads(), 2);
+    assert_eq!(primed(&cache), 2);
+
+    // Without an L1 there is nothing to prime.
+    let l2_only = settling(builder(&redis))
+        .l1_max_bytes(0)
+        .build()
+        .await
+        .expect("cache without L1");
+    assert_eq!(l2_only.get(&key).await.as_deref(), Some(&b"v30"[..]));
+    assert!(!l2_only.prime(&key, "v30", 30, now()).await);
+}
