@@ -98,8 +98,12 @@ pub struct LoadConfig {
     /// proportion to `1/i`).
     pub skew: f64,
     pub mode: Mode,
-    /// The measured phase, after every user has logged in.
+    /// The measured phase, after every user has logged in (and the warm-up).
     pub duration: Duration,
+    /// The mix runs this long before the measured phase, unrecorded, so that
+    /// the figures describe a cache in use rather than one filling from
+    /// empty (the server's counters are read after it, too).
+    pub warmup: Duration,
     /// Per-request timeout (a timeout is a transport error).
     pub timeout: Duration,
     /// Seeds every random choice: the same seed gives the same users and mix.
@@ -128,6 +132,7 @@ impl LoadConfig {
                 think: Duration::from_millis(10),
             },
             duration: Duration::from_secs(25),
+            warmup: Duration::ZERO,
             timeout: Duration::from_secs(10),
             seed: 1,
             server_pid: None,
@@ -210,11 +215,6 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<Report> {
         .metrics_url
         .clone()
         .map(|url| server::MetricsScraper::new(http.clone(), url, config.metrics_token.clone()));
-    let metrics_before = match &scraper {
-        Some(s) => Some(s.scrape().await),
-        None => None,
-    };
-
     // Login phase: every user logs in once, concurrently, before the clock starts.
     let login_started = Instant::now();
     let mut chooser = rand::rngs::StdRng::seed_from_u64(config.seed);
@@ -257,17 +257,22 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<Report> {
     }
     let login = login_started.elapsed();
 
-    let started = Instant::now();
-    match &config.mode {
-        Mode::Closed { think, .. } => {
-            closed_loop(&shared, &users, *think, started + config.duration).await
-        }
-        Mode::Open {
-            rate,
-            max_in_flight,
-            ..
-        } => open_loop(&shared, &users, *rate, *max_in_flight, config.duration).await,
+    if !config.warmup.is_zero() {
+        // Same users, same mix; what it measures is thrown away.
+        let unrecorded = Arc::new(Shared {
+            http: http.clone(),
+            recorder: Recorder::new(),
+        });
+        run_phase(&unrecorded, &users, &config.mode, config.warmup).await;
     }
+    // Counted from here: login-time cache warming and the warm-up are not
+    // reads of the measured mix.
+    let metrics_before = match &scraper {
+        Some(s) => Some(s.scrape().await),
+        None => None,
+    };
+    let started = Instant::now();
+    run_phase(&shared, &users, &config.mode, config.duration).await;
     let duration = started.elapsed();
 
     let rss = match rss {
@@ -285,10 +290,30 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<Report> {
         tenants: config.tenants,
         users_per_tenant,
         duration,
+        warmup: config.warmup,
         login,
         rss,
         metrics,
     }))
+}
+
+/// Runs the mix for `duration` in the configured mode, recording into `shared`.
+async fn run_phase(
+    shared: &Arc<Shared>,
+    users: &[Arc<VirtualUser>],
+    mode: &Mode,
+    duration: Duration,
+) {
+    match mode {
+        Mode::Closed { think, .. } => {
+            closed_loop(shared, users, *think, Instant::now() + duration).await
+        }
+        Mode::Open {
+            rate,
+            max_in_flight,
+            ..
+        } => open_loop(shared, users, *rate, *max_in_flight, duration).await,
+    }
 }
 
 /// Logs in and returns the bearer token; the attempt is recorded as a `login`.

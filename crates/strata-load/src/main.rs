@@ -58,6 +58,10 @@ struct Cli {
     /// Length of the measured phase (after the logins).
     #[arg(long)]
     duration_secs: Option<f64>,
+    /// Run the mix this long first, unrecorded (the server's counters are
+    /// read after it too), so a cache is measured in use, not filling up.
+    #[arg(long, default_value_t = 0.0)]
+    warmup_secs: f64,
     /// Per-request timeout.
     #[arg(long, default_value_t = 10.0)]
     timeout_secs: f64,
@@ -109,6 +113,8 @@ fn config(cli: &Cli) -> anyhow::Result<LoadConfig> {
     config.password = cli.password.clone();
     config.skew = cli.skew;
     config.duration = Duration::from_secs_f64(cli.duration_secs.unwrap_or(default_duration));
+    config.warmup = Duration::try_from_secs_f64(cli.warmup_secs)
+        .context("--warmup-secs must be a number of seconds, 0 or more")?;
     config.timeout = Duration::from_secs_f64(cli.timeout_secs);
     config.seed = cli.seed;
     config.server_pid = cli.server_pid;

@@ -123,6 +123,7 @@ impl Recorder {
             tenants: run.tenants,
             users_per_tenant: run.users_per_tenant,
             duration_secs: secs,
+            warmup_secs: run.warmup.as_secs_f64(),
             login_secs: run.login.as_secs_f64(),
             requests: classes.iter().map(|c| c.requests).sum(),
             throughput_rps: all.requests as f64 / secs,
@@ -188,6 +189,7 @@ pub(crate) struct RunFacts {
     pub tenants: u32,
     pub users_per_tenant: BTreeMap<u32, usize>,
     pub duration: Duration,
+    pub warmup: Duration,
     pub login: Duration,
     pub rss: Option<RssReport>,
     pub metrics: Option<MetricsReport>,
@@ -229,8 +231,10 @@ pub struct Report {
     pub tenants: u32,
     /// How many virtual users each tenant got (tenant number from 1).
     pub users_per_tenant: BTreeMap<u32, usize>,
-    /// The measured phase (after every login), in seconds.
+    /// The measured phase (after every login and the warm-up), in seconds.
     pub duration_secs: f64,
+    /// The unrecorded warm-up before it, in seconds (0: none).
+    pub warmup_secs: f64,
     /// The login phase, in seconds.
     pub login_secs: f64,
     /// Every request, logins included: the sum of `classes[].requests`.
@@ -282,8 +286,13 @@ impl Report {
         let _ = writeln!(out, "targets: {}", self.targets.join(", "));
         let _ = writeln!(
             out,
-            "users: {} on {} tenants {:?}; logins took {:.1} s; measured {:.1} s",
-            self.users, self.tenants, self.users_per_tenant, self.login_secs, self.duration_secs
+            "users: {} on {} tenants {:?}; logins took {:.1} s; warm-up {:.1} s; measured {:.1} s",
+            self.users,
+            self.tenants,
+            self.users_per_tenant,
+            self.login_secs,
+            self.warmup_secs,
+            self.duration_secs
         );
         let _ = writeln!(
             out,
@@ -356,14 +365,15 @@ impl Report {
         let _ = writeln!(out, "### {title}\n");
         let _ = writeln!(
             out,
-            "{}; targets {}; {} users on {} tenants (users per tenant {:?}); measured {:.1} s after a {:.1} s login phase.\n",
+            "{}; targets {}; {} users on {} tenants (users per tenant {:?}); measured {:.1} s after a {:.1} s login phase and a {:.1} s unrecorded warm-up.\n",
             self.mode,
             self.targets.join(", "),
             self.users,
             self.tenants,
             self.users_per_tenant,
             self.duration_secs,
-            self.login_secs
+            self.login_secs,
+            self.warmup_secs
         );
         let _ = writeln!(
             out,

@@ -104,7 +104,8 @@ impl RssSampler {
 /// The counters the server's `/metrics` gained during the run.
 ///
 /// It diffs every `strata_*_total` and `tiered_cache_*_total` series between
-/// a scrape before the logins and one after the measured phase, and derives
+/// a scrape just before the measured phase (after the logins and any
+/// warm-up) and one after it, and derives
 /// the shares: `strata_db_queries_total` by `target`, and from the cache's
 /// hits, misses and fills of data views (session lookups left out) the hit
 /// ratio per layer, overall, and the share of reads that reached a database.

@@ -71,6 +71,7 @@ async fn a_closed_loop_exercises_every_class_without_errors() {
         think: Duration::from_millis(10),
     };
     config.duration = Duration::from_secs(3);
+    config.warmup = Duration::from_secs(2);
     config.server_pid = Some(std::process::id());
     // The server has no /metrics yet: the hook must report that, not fail.
     config.metrics_url = Some(format!("{}/metrics", server.base));
@@ -121,6 +122,14 @@ async fn a_closed_loop_exercises_every_class_without_errors() {
         .map(|c| report.class(*c).requests)
         .sum();
     assert_eq!(report.all.requests, mix);
+    // Rates are over the measured phase alone (3 s and the last answers),
+    // the 2 s warm-up left out.
+    assert_eq!(report.warmup_secs, 2.0);
+    assert!(
+        (3.0..5.0).contains(&report.duration_secs),
+        "{}",
+        report.duration_secs
+    );
     assert_eq!(report.requests, mix + 16);
     assert!(report.throughput_rps > 0.0);
     assert!(
