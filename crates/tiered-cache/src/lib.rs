@@ -304,6 +304,10 @@ impl TieredCache {
         if position < resolved.position {
             return false;
         }
+        // An invalidation that moved the generation since: the entry could never be read.
+        if inner.gens.current(ns.id()) != Some(resolved.generation) {
+            return false;
+        }
         let (l1_ttl, _, grace) = inner.ttls(ns.label());
         let at = (resolved.generation, position);
         inner.l1_store(key, at, value.into(), l1_ttl, grace);

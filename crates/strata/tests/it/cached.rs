@@ -25,6 +25,20 @@ async fn instance(cluster: &Cluster, redis: &RedisServer) -> TestApp {
     TestApp::start(config, None).await
 }
 
+/// Two instances on one PostgreSQL primary and replica (`lag` behind) and
+/// one Redis, and tenant acme's admin logged in on `a`, with the same
+/// session addressed to `b`: `(cluster, redis, a, b, alice, alice_b)`. Bind
+/// them in this order, so that the servers stop before the databases.
+async fn two_instances(lag: &str) -> (Cluster, RedisServer, TestApp, TestApp, Client, Client) {
+    let cluster = Cluster::start(lag);
+    let redis = RedisServer::start();
+    let a = instance(&cluster, &redis).await;
+    let b = instance(&cluster, &redis).await;
+    let alice = a.tenant("acme").await;
+    let alice_b = Client::new(&b.base, alice.token.clone());
+    (cluster, redis, a, b, alice, alice_b)
+}
+
 async fn admin(app: &TestApp, path: &str) -> Value {
     let resp = app
         .anonymous()
@@ -59,12 +73,7 @@ fn view(metrics: &Value, view: &str, field: &str) -> u64 {
 /// had the old answers cached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_your_writes_on_every_route_and_instance() {
-    let cluster = Cluster::start("2s");
-    let redis = RedisServer::start();
-    let a = instance(&cluster, &redis).await;
-    let b = instance(&cluster, &redis).await;
-    let alice = a.tenant("acme").await;
-    let alice_b = Client::new(&b.base, alice.token.clone());
+    let (_cluster, _redis, a, b, alice, alice_b) = two_instances("2s").await;
     let routes = |id: &str| {
         [
             "/api/contacts".to_owned(),
@@ -186,12 +195,7 @@ async fn read_your_writes_on_every_route_and_instance() {
 /// it within the replica's lag: "no such object" is never cached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_created_object_is_read_at_once_and_never_cached_as_missing() {
-    let cluster = Cluster::start("2s");
-    let redis = RedisServer::start();
-    let a = instance(&cluster, &redis).await;
-    let b = instance(&cluster, &redis).await;
-    let alice = a.tenant("acme").await;
-    let alice_b = Client::new(&b.base, alice.token.clone());
+    let (cluster, _redis, a, b, alice, alice_b) = two_instances("2s").await;
     let tenant = alice.tenant_id.expect("tenant");
     a.user(tenant, "bob@acme.example", "bob-password").await;
     let mut bob = b.anonymous();
@@ -252,12 +256,7 @@ async fn a_created_object_is_read_at_once_and_never_cached_as_missing() {
 /// writer at once, on either instance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_seen_in_a_list_open_without_a_database_read() {
-    let cluster = Cluster::start("2s");
-    let redis = RedisServer::start();
-    let a = instance(&cluster, &redis).await;
-    let b = instance(&cluster, &redis).await;
-    let alice = a.tenant("acme").await;
-    let alice_b = Client::new(&b.base, alice.token.clone());
+    let (_cluster, _redis, a, b, alice, alice_b) = two_instances("2s").await;
     for (name, tags) in [
         ("Ann", json!(["vip"])),
         ("Bo", json!([])),
@@ -314,11 +313,7 @@ async fn objects_seen_in_a_list_open_without_a_database_read() {
 /// the write (or read the lagging replica) put it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_sessions_see_writes_soon_and_never_see_them_undone() {
-    let cluster = Cluster::start("2s");
-    let redis = RedisServer::start();
-    let a = instance(&cluster, &redis).await;
-    let b = instance(&cluster, &redis).await;
-    let alice = a.tenant("acme").await;
+    let (_cluster, _redis, a, b, alice, _) = two_instances("2s").await;
     let tenant = alice.tenant_id.expect("tenant");
     b.user(tenant, "bob@acme.example", "bob-password").await;
     let mut bob = b.anonymous();
@@ -388,13 +383,8 @@ async fn other_sessions_see_writes_soon_and_never_see_them_undone() {
 /// list parameters in two tenants never share a cache entry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_everywhere_and_tenant_isolation_in_every_layer() {
-    let cluster = Cluster::start("0");
-    let redis = RedisServer::start();
-    let a = instance(&cluster, &redis).await;
-    let b = instance(&cluster, &redis).await;
-    let alice = a.tenant("acme").await;
+    let (_cluster, redis, a, b, alice, alice_b) = two_instances("0").await;
     let zed = a.tenant("zeta").await;
-    let alice_b = Client::new(&b.base, alice.token.clone());
     alice
         .create("contacts", json!({"first_name": "Acme person"}))
         .await;
@@ -467,12 +457,7 @@ async fn logout_everywhere_and_tenant_isolation_in_every_layer() {
 /// dashboard read after it is a hit, on either instance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_warms_what_the_user_sees_first() {
-    let cluster = Cluster::start("0");
-    let redis = RedisServer::start();
-    let a = instance(&cluster, &redis).await;
-    let b = instance(&cluster, &redis).await;
-    let alice = a.tenant("acme").await; // logs in on a
-    let alice_b = Client::new(&b.base, alice.token.clone());
+    let (_cluster, _redis, a, b, alice, alice_b) = two_instances("0").await; // logs in on a
     eventually(
         "warming fills its views",
         Duration::from_secs(20),
@@ -519,12 +504,7 @@ async fn login_warms_what_the_user_sees_first() {
 /// agree again. Sessions live in Redis, so they survive a server restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_fails_nothing_and_sessions_survive_restarts() {
-    let cluster = Cluster::start("0");
-    let mut redis = RedisServer::start();
-    let a = instance(&cluster, &redis).await;
-    let b = instance(&cluster, &redis).await;
-    let alice = a.tenant("acme").await;
-    let alice_b = Client::new(&b.base, alice.token.clone());
+    let (cluster, mut redis, a, b, alice, alice_b) = two_instances("0").await;
     let id = alice
         .create_id("contacts", json!({"first_name": "Before"}))
         .await;
