@@ -299,7 +299,7 @@ impl ApiCache {
         };
         let key = view.namespace(tenant).key(params);
         let db = direct.clone();
-        let primer = (cache.clone(), tenant);
+        let primer = self.primer(cache, tenant);
         let value = cache
             .get_or_fill_after(&key, own, move |fill: FillContext| {
                 fill_at(db, fill, load, primer)
@@ -328,13 +328,20 @@ impl ApiCache {
         };
         let key = view.namespace(tenant).key(params);
         let db = db.clone();
-        let primer = (cache.clone(), tenant);
+        let primer = self.primer(cache, tenant);
         cache
             .warm(&key, move |fill: FillContext| {
                 fill_at(db, fill, load, primer)
             })
             .await
             .map_err(|e| fill_error(e, LoadError::to_app_error))
+    }
+
+    /// Where a fill primes the objects it read: `tenant`'s object views in
+    /// L1. `None` without an L1 (`l2` mode), so that a list fill does not
+    /// hash its items for nothing.
+    fn primer(&self, cache: &TieredCache, tenant: Uuid) -> Option<(TieredCache, Uuid)> {
+        (self.l1_max_bytes > 0).then(|| (cache.clone(), tenant))
     }
 
     /// Whether `view` of `tenant` under `params` is cached (L1 or L2).
@@ -427,12 +434,12 @@ impl ApiCache {
 /// invalidation: its position becomes the read's floor (a replica that has
 /// not replayed it is skipped), and the position actually read at goes back
 /// to the cache, which refuses to store anything from behind it. Objects the
-/// read came with are primed in `tenant`'s object views at that position.
+/// read came with are primed in the `primer`'s object views at that position.
 async fn fill_at<F, Fut>(
     db: Db,
     fill: FillContext,
     load: F,
-    (cache, tenant): (TieredCache, Uuid),
+    primer: Option<(TieredCache, Uuid)>,
 ) -> Result<Filled, LoadError>
 where
     F: FnOnce(Db) -> Fut,
@@ -455,7 +462,7 @@ where
         .map_or(floor, Lsn::as_u64);
     Ok(match read {
         Some(Read { json, shows }) => {
-            if let Some(Shown { name, objects }) = shows {
+            if let (Some(Shown { name, objects }), Some((cache, tenant))) = (shows, primer) {
                 // Concurrently: the namespaces this instance has not used yet
                 // cost a Redis read each, in one round trip.
                 let primes = objects.into_iter().map(|(id, object)| {
