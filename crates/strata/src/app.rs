@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderName, Request};
+use axum::http::{HeaderName, HeaderValue, Request};
 use axum::serve::Listener;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
-    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::trace::TraceLayer;
 
@@ -37,6 +37,7 @@ pub struct AppInner {
     /// Every read of tenant data and every session lookup goes through it.
     pub cache: ApiCache,
     pub sessions: SessionStore,
+    pub decoded_sessions: auth::DecodedSessions,
     pub warming: Warming,
     pub throttle: Throttle,
     pub writes: WriteLimiter,
@@ -81,6 +82,7 @@ impl AppState {
         Ok(AppState(Arc::new(AppInner {
             cache,
             sessions,
+            decoded_sessions: auth::DecodedSessions::new(DECODED_SESSIONS),
             warming: Warming::default(),
             config,
             db,
@@ -92,13 +94,31 @@ impl AppState {
     }
 }
 
+/// Sessions kept decoded (a few hundred bytes each): more than the
+/// sessions one instance serves at a time.
+const DECODED_SESSIONS: usize = 10_000;
+
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A random (v4) UUID for each request without an `x-request-id`, written
+/// straight into its header value (tower-http's `MakeRequestUuid` formats it
+/// and parses it back, on every request).
+#[derive(Clone, Copy)]
+struct NewRequestId;
+
+impl MakeRequestId for NewRequestId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let mut buf = uuid::Uuid::encode_buffer();
+        let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+        HeaderValue::from_str(id).ok().map(RequestId::new)
+    }
+}
 
 /// The whole HTTP surface with its middleware.
 pub fn router(state: AppState) -> Router {
     let timeout = state.config.request_timeout();
     let layers = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, NewRequestId))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             let id = request.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok());
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = id.unwrap_or(""))

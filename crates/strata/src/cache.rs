@@ -165,7 +165,8 @@ impl View {
 
     /// The view's namespace for `tenant`, named after its label (and bucket).
     fn namespace(self, tenant: Uuid) -> Namespace {
-        let tag = tenant.to_string();
+        let mut buf = Uuid::encode_buffer();
+        let tag = tenant.hyphenated().encode_lower(&mut buf);
         match self {
             View::Object(_, bucket) => {
                 Namespace::with_hash_tag(tag, format!("{}/{bucket}", self.label()), self.label())

@@ -24,15 +24,22 @@ pub struct Namespace {
     label: &'static str,
 }
 
-/// Percent-escapes `%` and each of `special`.
-fn escape(out: &mut String, s: &str, special: &[char]) {
-    for c in s.chars() {
-        if c == '%' || special.contains(&c) {
-            out.push_str(&format!("%{:02X}", c as u32));
-        } else {
-            out.push(c);
-        }
+/// Percent-escapes `%` and each of `special` (ASCII). Runs on every read that builds a key:
+/// the unescaped stretches between escapes are copied whole.
+fn escape(out: &mut String, s: &str, special: &[u8]) {
+    use std::fmt::Write;
+    let mut rest = s;
+    while let Some(i) = rest
+        .bytes()
+        .position(|b| b == b'%' || special.iter().any(|&s| s == b))
+    {
+        out.push_str(&rest[..i]);
+        // Writing into a String cannot fail.
+        let _ = write!(out, "%{:02X}", rest.as_bytes()[i]);
+        // An ASCII byte is a whole character: the rest starts at a boundary.
+        rest = &rest[i + 1..];
     }
+    out.push_str(rest);
 }
 
 impl Namespace {
@@ -41,7 +48,7 @@ impl Namespace {
     pub fn new(name: impl AsRef<str>, label: &'static str) -> Self {
         let mut id = String::with_capacity(name.as_ref().len() + 2);
         id.push('{');
-        escape(&mut id, name.as_ref(), &['{', '}']);
+        escape(&mut id, name.as_ref(), b"{}");
         id.push('}');
         Self {
             id: id.into(),
@@ -56,9 +63,9 @@ impl Namespace {
         let (tag, name) = (tag.as_ref(), name.as_ref());
         let mut id = String::with_capacity(tag.len() + name.len() + 3);
         id.push('{');
-        escape(&mut id, tag, &['{', '}']);
+        escape(&mut id, tag, b"{}");
         id.push_str("}/");
-        escape(&mut id, name, &['{', '}', ':']);
+        escape(&mut id, name, b"{}:");
         Self {
             id: id.into(),
             label,
@@ -230,6 +237,8 @@ mod tests {
         let a = Namespace::new("a{b}", "x");
         assert_eq!(a.id(), "{a%7Bb%7D}");
         assert_ne!(a.id(), Namespace::new("a%7Bb%7D", "x").id());
+        // Other characters, multi-byte ones too, are kept as they are.
+        assert_eq!(Namespace::new("é%{ü}", "x").id(), "{é%25%7Bü%7D}");
         // A name cannot pose as a generation, nor a tag swallow a name.
         let tagged = Namespace::with_hash_tag("x", "5", "l");
         let plain = Namespace::new("x", "l");

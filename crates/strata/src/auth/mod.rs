@@ -9,7 +9,9 @@ pub mod store;
 pub mod throttle;
 
 use std::future::Future;
+use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
@@ -55,20 +57,26 @@ pub struct TenantView {
 #[derive(Debug, Clone)]
 pub struct Session {
     pub token_hash: [u8; 32],
-    pub user: UserView,
-    pub tenant: TenantView,
+    /// Who, for which tenant, and the session's latest write position per
+    /// cached view (see [`SessionData::view_writes`]).
+    data: Arc<SessionData>,
     /// Carries the position of the session's latest write into this
     /// request's reads, and this request's writes back out.
     pub ctx: ReadCtx,
-    /// The session's latest write position per cached view (see
-    /// [`SessionData::view_writes`]).
-    view_writes: Option<Vec<(String, u64)>>,
 }
 
 impl Session {
     /// The tenant every query of this request is scoped to.
     pub fn tenant_id(&self) -> Uuid {
-        self.tenant.id
+        self.data.tenant.id
+    }
+
+    pub fn user(&self) -> &UserView {
+        &self.data.user
+    }
+
+    pub fn tenant(&self) -> &TenantView {
+        &self.data.tenant
     }
 
     /// The storage handle for this request: its reads see the session's own
@@ -101,7 +109,7 @@ impl Session {
     /// write of any kind stands for it.
     fn own_position(&self, view: View) -> u64 {
         let last = |p: Option<strata_db::Lsn>| p.map_or(0, strata_db::Lsn::as_u64);
-        let recorded = match &self.view_writes {
+        let recorded = match &self.data.view_writes {
             Some(writes) => writes
                 .iter()
                 .find_map(|(label, p)| (label == view.label()).then_some(*p))
@@ -166,7 +174,10 @@ impl Session {
 }
 
 /// The session behind `hash`: the cached copy, else the session store.
-async fn load_session(app: &AppState, hash: [u8; 32]) -> Result<Option<SessionData>, AppError> {
+async fn load_session(
+    app: &AppState,
+    hash: [u8; 32],
+) -> Result<Option<Arc<SessionData>>, AppError> {
     let state = app.clone();
     let bytes = app
         .cache
@@ -178,9 +189,35 @@ async fn load_session(app: &AppState, hash: [u8; 32]) -> Result<Option<SessionDa
         })
         .await?;
     bytes
-        .map(|b| serde_json::from_slice::<SessionData>(&b))
+        .map(|b| app.decoded_sessions.decode(hash, b))
         .transpose()
         .map_err(|e| AppError::Internal(e.into()))
+}
+
+/// Sessions as decoded from their cached bytes, by token hash: a session is
+/// decoded once per change, not on every request (decoding its JSON was a
+/// seventh of a cached read's instructions). The bytes stay the truth: an
+/// entry is used only for exactly the bytes it was decoded from, so a
+/// session whose record changed (a write position, a longer expiry) is
+/// decoded afresh, and one revoked never gets this far.
+pub struct DecodedSessions(quick_cache::sync::Cache<[u8; 32], (Bytes, Arc<SessionData>)>);
+
+impl DecodedSessions {
+    /// Keeps up to `capacity` sessions (the least used go first).
+    pub fn new(capacity: usize) -> Self {
+        Self(quick_cache::sync::Cache::new(capacity.max(1)))
+    }
+
+    fn decode(&self, hash: [u8; 32], bytes: Bytes) -> Result<Arc<SessionData>, serde_json::Error> {
+        if let Some((seen, data)) = self.0.get(&hash) {
+            if seen == bytes {
+                return Ok(data);
+            }
+        }
+        let data = Arc::new(serde_json::from_slice::<SessionData>(&bytes)?);
+        self.0.insert(hash, (bytes, data.clone()));
+        Ok(data)
+    }
 }
 
 /// A fresh session token: 256 random bits, base64url without padding.
@@ -199,12 +236,13 @@ pub fn token_hash(token: &str) -> [u8; 32] {
 pub fn hash_hex(hash: &[u8; 32]) -> String {
     // On every authenticated request: a table, not `format!` per byte.
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = String::with_capacity(64);
-    for b in hash {
-        hex.push(char::from(DIGITS[usize::from(b >> 4)]));
-        hex.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    let mut hex = [0u8; 64];
+    for (pair, b) in hex.chunks_exact_mut(2).zip(hash) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
-    hex
+    // Only ASCII digits were written: nothing is replaced.
+    String::from_utf8_lossy(&hex).into_owned()
 }
 
 /// Whether a string can be a token this server issued (43 base64url
@@ -275,9 +313,7 @@ impl FromRequestParts<AppState> for Session {
         Ok(Session {
             token_hash: hash,
             ctx: ReadCtx::new(data.last_write()),
-            user: data.user,
-            tenant: data.tenant,
-            view_writes: data.view_writes,
+            data,
         })
     }
 }

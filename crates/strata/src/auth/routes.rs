@@ -199,7 +199,7 @@ async fn logout(State(app): State<AppState>, session: Session) -> Result<Respons
 
 async fn me(session: Session) -> Json<MeResponse> {
     Json(MeResponse {
-        user: session.user,
-        tenant: session.tenant,
+        user: session.user().clone(),
+        tenant: session.tenant().clone(),
     })
 }

@@ -78,28 +78,29 @@ pub fn json_with_etag(status: StatusCode, bytes: Vec<u8>, request: &HeaderMap) -
 
 /// [`json_with_etag`] for a body that already carries its tag.
 pub fn respond(status: StatusCode, tagged: &Tagged, request: &HeaderMap) -> Response {
-    let tag = tagged.tag();
-    let not_modified = status == StatusCode::OK && matches(request, header::IF_NONE_MATCH, tag);
+    let not_modified =
+        status == StatusCode::OK && matches(request, header::IF_NONE_MATCH, tagged.tag());
     let mut response = if not_modified {
-        Response::builder()
-            .status(StatusCode::NOT_MODIFIED)
-            .body(Body::empty())
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response
     } else {
-        Response::builder()
-            .status(status)
-            .header(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )
-            .body(Body::from(tagged.body()))
-    }
-    .unwrap_or_default();
-    if let Ok(value) = HeaderValue::from_str(tag) {
-        response.headers_mut().insert(header::ETAG, value);
+        let mut response = Response::new(Body::from(tagged.body()));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    };
+    let headers = response.headers_mut();
+    // The tag's bytes are shared with the body's, not copied.
+    if let Ok(value) = HeaderValue::from_maybe_shared(tagged.0.slice(..TAG_LEN)) {
+        headers.insert(header::ETAG, value);
     }
     // Tenant data: never in a shared cache, and a browser revalidates
     // (cheaply, with If-None-Match) before reusing its copy.
-    response.headers_mut().insert(
+    headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, no-cache"),
     );
