@@ -24,15 +24,12 @@ pub struct Namespace {
     label: &'static str,
 }
 
-/// Percent-escapes `%` and each of `special` (ASCII). Runs on every read that builds a key:
-/// the unescaped stretches between escapes are copied whole.
-fn escape(out: &mut String, s: &str, special: &[u8]) {
+/// Percent-escapes `%` and each ASCII byte that is `special`. Runs on every read that builds a
+/// key: the unescaped stretches between escapes are copied whole.
+fn escape(out: &mut String, s: &str, special: impl Fn(u8) -> bool) {
     use std::fmt::Write;
     let mut rest = s;
-    while let Some(i) = rest
-        .bytes()
-        .position(|b| b == b'%' || special.iter().any(|&s| s == b))
-    {
+    while let Some(i) = rest.bytes().position(|b| b == b'%' || special(b)) {
         out.push_str(&rest[..i]);
         // Writing into a String cannot fail.
         let _ = write!(out, "%{:02X}", rest.as_bytes()[i]);
@@ -48,7 +45,7 @@ impl Namespace {
     pub fn new(name: impl AsRef<str>, label: &'static str) -> Self {
         let mut id = String::with_capacity(name.as_ref().len() + 2);
         id.push('{');
-        escape(&mut id, name.as_ref(), b"{}");
+        escape(&mut id, name.as_ref(), |b| matches!(b, b'{' | b'}'));
         id.push('}');
         Self {
             id: id.into(),
@@ -63,9 +60,9 @@ impl Namespace {
         let (tag, name) = (tag.as_ref(), name.as_ref());
         let mut id = String::with_capacity(tag.len() + name.len() + 3);
         id.push('{');
-        escape(&mut id, tag, b"{}");
+        escape(&mut id, tag, |b| matches!(b, b'{' | b'}'));
         id.push_str("}/");
-        escape(&mut id, name, b"{}:");
+        escape(&mut id, name, |b| matches!(b, b'{' | b'}' | b':'));
         Self {
             id: id.into(),
             label,
