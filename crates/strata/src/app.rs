@@ -125,8 +125,7 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(CatchPanicLayer::custom(http::panic_response))
-        .layer(axum::middleware::from_fn(http::limit_headers))
-        .layer(axum::middleware::from_fn(move |req, next| http::timeout(timeout, req, next)));
+        .layer(axum::middleware::from_fn(move |req, next| http::guard(timeout, req, next)));
     Router::new()
         .merge(auth::routes::routes())
         .merge(resources::all_routes())
@@ -137,10 +136,9 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(http::method_not_allowed)
         // Inside the router, so each request is counted under the route
         // pattern that matched it.
-        .layer(axum::middleware::from_fn(ops::metrics::track))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            ops::close_when_draining,
+            ops::metrics::track,
         ))
         .with_state(state)
         .layer(layers)

@@ -50,27 +50,17 @@ pub async fn method_not_allowed() -> AppError {
     AppError::MethodNotAllowed
 }
 
-/// Bounds every request's handling time: past it the client gets a 503 it
-/// can retry rather than a connection that hangs.
-pub async fn timeout(limit: Duration, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => AppError::Unavailable {
-            message: "the request took too long; retry shortly".to_owned(),
-            retry_after: 1,
-        }
-        .into_response(),
-    }
-}
-
 /// Most header fields a request may carry.
 pub const MAX_HEADERS: usize = 100;
 /// Most bytes a request's header fields may hold, names and values.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
-/// Refuses requests with more or larger header fields than any client of
-/// the API sends (431 in the contract's shape), before anything reads them.
-pub async fn limit_headers(request: Request, next: Next) -> Response {
+/// Every request's first stop: refuses more or larger header fields than
+/// any client of the API sends (431 in the contract's shape) before
+/// anything reads them, and bounds the handling time of the rest: past
+/// `limit` the client gets a 503 it can retry rather than a connection that
+/// hangs. (One middleware, not two: each costs a boxed future per request.)
+pub async fn guard(limit: Duration, request: Request, next: Next) -> Response {
     let headers = request.headers();
     let bytes: usize = headers
         .iter()
@@ -83,7 +73,14 @@ pub async fn limit_headers(request: Request, next: Next) -> Response {
         ))
         .into_response();
     }
-    next.run(request).await
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => AppError::Unavailable {
+            message: "the request took too long; retry shortly".to_owned(),
+            retry_after: 1,
+        }
+        .into_response(),
+    }
 }
 
 /// A panic in a handler becomes the contract's 500 (and a log line), never a

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -55,21 +55,45 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
-/// Counts and times every request under its route pattern.
-pub async fn track(request: Request, next: Next) -> Response {
+/// Counts and times every request under its route pattern; while the
+/// process drains, also marks every response `Connection: close`, so each
+/// keep-alive connection (a proxy's upstream pool) closes right after a
+/// complete answer. Closing one idle instead races the proxy reusing it: the
+/// request it just sent is lost, and a proxy retries no POST it has sent.
+pub async fn track(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    if app.draining.load(std::sync::atomic::Ordering::Acquire) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let status = response.status().as_u16().to_string();
-    metrics::counter!(HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status)
+    metrics::counter!(HTTP_REQUESTS, "method" => method, "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!(HTTP_DURATION, "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The `method` label: the standard methods by name, anything else as
+/// `other` (a client cannot mint label values).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// Whether the request carries the operator token. Without a configured

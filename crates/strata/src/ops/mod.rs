@@ -4,10 +4,7 @@
 pub mod cache;
 pub mod metrics;
 
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -50,22 +47,4 @@ async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, AppError> {
             Err(unavailable("the primary database is unreachable"))
         }
     }
-}
-
-/// While the process drains, every response carries `Connection: close`, so
-/// each keep-alive connection (a proxy's upstream pool) closes right after a
-/// complete answer. Closing one idle instead races the proxy reusing it: the
-/// request it just sent is lost, and a proxy retries no POST it has sent.
-pub async fn close_when_draining(
-    State(app): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let mut response = next.run(request).await;
-    if app.draining.load(std::sync::atomic::Ordering::Acquire) {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    response
 }
