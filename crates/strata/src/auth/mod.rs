@@ -320,6 +320,48 @@ impl FromRequestParts<AppState> for Session {
 
 #[cfg(test)]
 mod tests {
+    use axum::body::Bytes;
+
+    use super::DecodedSessions;
+
+    #[test]
+    fn a_session_is_decoded_again_whenever_its_bytes_change() {
+        let session = |last_write: u64| {
+            Bytes::from(
+                serde_json::json!({
+                    "user": {"id": uuid::Uuid::nil(), "email": "a@b.example", "name": "A", "role": "admin"},
+                    "tenant": {"id": uuid::Uuid::nil(), "name": "T", "currency": "EUR"},
+                    "expires_at": "2030-01-01T00:00:00Z",
+                    "last_write": last_write,
+                })
+                .to_string(),
+            )
+        };
+        let decoded = DecodedSessions::new(16);
+        let hash = [7u8; 32];
+        let first = decoded.decode(hash, session(1)).expect("decodes");
+        assert_eq!(first.last_write, Some(1));
+        // The same bytes: the same decoded session, not a second decode.
+        let again = decoded.decode(hash, session(1)).expect("decodes");
+        assert!(std::sync::Arc::ptr_eq(&first, &again));
+        // A new write position (or expiry) means new bytes: never the old copy.
+        assert_eq!(
+            decoded
+                .decode(hash, session(2))
+                .expect("decodes")
+                .last_write,
+            Some(2)
+        );
+        assert_eq!(
+            decoded
+                .decode(hash, session(1))
+                .expect("decodes")
+                .last_write,
+            Some(1)
+        );
+        assert!(decoded.decode(hash, Bytes::from_static(b"{")).is_err());
+    }
+
     #[test]
     fn hash_hex_is_64_lowercase_digits_in_byte_order() {
         let mut hash = [0u8; 32];
