@@ -29,11 +29,14 @@ pub struct Namespace {
 fn escape(out: &mut String, s: &str, special: impl Fn(u8) -> bool) {
     use std::fmt::Write;
     let mut rest = s;
-    while let Some(i) = rest.bytes().position(|b| b == b'%' || special(b)) {
+    // Only ASCII bytes are ever escaped, so each escape is a whole character.
+    while let Some(i) = rest
+        .bytes()
+        .position(|b| b == b'%' || (b.is_ascii() && special(b)))
+    {
         out.push_str(&rest[..i]);
         // Writing into a String cannot fail.
         let _ = write!(out, "%{:02X}", rest.as_bytes()[i]);
-        // An ASCII byte is a whole character: the rest starts at a boundary.
         rest = &rest[i + 1..];
     }
     out.push_str(rest);
