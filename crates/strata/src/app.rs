@@ -1,27 +1,29 @@
 //! The application: shared state, the router with its middleware, and the
 //! server loop. Everything a request needs hangs off [`AppState`].
 
-use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{HeaderName, HeaderValue, Request};
 use axum::serve::Listener;
-use axum::Router;
+use axum::{Extension, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use strata_db::Db;
 use tokio::net::TcpListener;
-use tower::{Service, ServiceBuilder};
+use tower::{Layer, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::trace::TraceLayer;
+use tracing::Span;
 
 use crate::auth::store::SessionStore;
 use crate::auth::throttle::{Throttle, WriteLimiter};
@@ -114,18 +116,10 @@ impl MakeRequestId for NewRequestId {
     }
 }
 
-/// The whole HTTP surface with its middleware.
-pub fn router(state: AppState) -> Router {
-    let timeout = state.config.request_timeout();
-    let layers = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::new(REQUEST_ID, NewRequestId))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-            let id = request.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok());
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = id.unwrap_or(""))
-        }))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(CatchPanicLayer::custom(http::panic_response))
-        .layer(axum::middleware::from_fn(move |req, next| http::guard(timeout, req, next)));
+/// Every route, with the metrics middleware inside the router, so each
+/// request is counted under the route pattern that matched it. The rest of
+/// the middleware wraps it in [`serve`].
+fn router(state: AppState) -> Router {
     Router::new()
         .merge(auth::routes::routes())
         .merge(resources::all_routes())
@@ -134,14 +128,26 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::routes())
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
-        // Inside the router, so each request is counted under the route
-        // pattern that matched it.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            ops::metrics::track,
-        ))
+        .layer(ops::metrics::TrackLayer(state.clone()))
         .with_state(state)
-        .layer(layers)
+}
+
+/// hyper's request body as axum's, boxed once here (the router would box it
+/// otherwise).
+fn axum_body<B>(request: Request<B>) -> Request<Body>
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    request.map(Body::new)
+}
+
+fn request_span(request: &Request<Body>) -> Span {
+    let id = request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok());
+    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = id.unwrap_or(""))
 }
 
 /// Deletes expired sessions now and then, so the table does not grow
@@ -235,7 +241,22 @@ pub async fn serve(
         tokio::time::sleep(linger).await;
     };
     tokio::pin!(stop_accepting);
-    let mut make_service = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    // The middleware wraps the router once, as plain tower layers, instead of
+    // being added with `Router::layer`, which wraps every route in it and
+    // boxes each layer again: a request then cloned (and allocated) a boxed
+    // service per layer. Here a request clones the stack by value; only the
+    // route it matches is boxed.
+    let timeout = state.config.request_timeout();
+    let app = ServiceBuilder::new()
+        .map_request(axum_body)
+        .layer(SetRequestIdLayer::new(REQUEST_ID, NewRequestId))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(request_span as fn(&Request<Body>) -> Span),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(CatchPanicLayer::custom(http::panic_response))
+        .layer(http::GuardLayer { limit: timeout })
+        .service(router(state));
     let connections = GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
@@ -254,9 +275,11 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
-        let Ok(service) = make_service.call(peer).await;
         let connection = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .serve_connection(
+                TokioIo::new(stream),
+                TowerToHyperService::new(Extension(ConnectInfo(peer)).layer(app.clone())),
+            )
             .into_owned();
         let connection = connections.watch(connection);
         tokio::spawn(async move {

@@ -1,7 +1,7 @@
 //! `GET /api/dashboard/stats`: the tenant's headline figures, through the cache.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::auth::Session;
 use crate::cache::{Loaded, View};
-use crate::http::etag::respond;
+use crate::http::etag::{respond, IfNoneMatch};
 use crate::http::AppError;
 
 /// The dashboard's only cache key within its namespace.
@@ -37,12 +37,12 @@ pub fn load(tenant: Uuid) -> impl FnOnce(Db) -> BoxFuture<'static, Loaded> + Sen
 async fn dashboard(
     State(app): State<AppState>,
     session: Session,
-    headers: HeaderMap,
+    held: IfNoneMatch,
 ) -> Result<Response, AppError> {
     let tenant = session.tenant_id();
     let stats = session
         .read(&app, View::Dashboard, KEY.to_owned(), load(tenant))
         .await?
         .ok_or_else(|| AppError::Internal(anyhow::anyhow!("the stats are never absent")))?;
-    Ok(respond(StatusCode::OK, &stats, &headers))
+    Ok(respond(StatusCode::OK, &stats, &held))
 }

@@ -241,8 +241,9 @@ pub fn hash_hex(hash: &[u8; 32]) -> String {
         pair[0] = DIGITS[usize::from(b >> 4)];
         pair[1] = DIGITS[usize::from(b & 0xf)];
     }
-    // Only ASCII digits were written: nothing is replaced.
-    String::from_utf8_lossy(&hex).into_owned()
+    // Only ASCII digits were written, so this never falls back to the empty
+    // string; checking them is cheaper than collecting chars.
+    std::str::from_utf8(&hex).map_or_else(|_| String::new(), str::to_owned)
 }
 
 /// Whether a string can be a token this server issued (43 base64url

@@ -2,7 +2,11 @@
 //! conditional request headers (`If-None-Match`, `If-Match`) checked against it.
 //! The same bytes give the same tag on every instance.
 
+use std::convert::Infallible;
+
 use axum::body::Body;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use base64::Engine;
@@ -21,9 +25,11 @@ pub fn etag(bytes: &[u8]) -> String {
 /// Whether a list-valued conditional header (`If-None-Match`, `If-Match`)
 /// names this tag. Weak comparison: `W/` prefixes are ignored.
 pub fn matches(headers: &HeaderMap, name: header::HeaderName, tag: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
+    listed(headers.get_all(name).iter(), tag)
+}
+
+fn listed<'a>(values: impl Iterator<Item = &'a HeaderValue>, tag: &str) -> bool {
+    values
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| {
@@ -70,16 +76,35 @@ impl Tagged {
     }
 }
 
-/// A JSON response of these bytes with its `ETag`, or a bodiless 304 when the
-/// client already holds them (`If-None-Match`).
-pub fn json_with_etag(status: StatusCode, bytes: Vec<u8>, request: &HeaderMap) -> Response {
-    respond(status, &Tagged::new(bytes), request)
+/// A request's `If-None-Match` values, extracted without copying its other
+/// headers (the `HeaderMap` extractor clones them all, on every read).
+#[derive(Debug, Default)]
+pub struct IfNoneMatch(Vec<HeaderValue>);
+
+impl<S: Sync> FromRequestParts<S> for IfNoneMatch {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(IfNoneMatch(
+            parts
+                .headers
+                .get_all(header::IF_NONE_MATCH)
+                .iter()
+                .cloned()
+                .collect(),
+        ))
+    }
 }
 
-/// [`json_with_etag`] for a body that already carries its tag.
-pub fn respond(status: StatusCode, tagged: &Tagged, request: &HeaderMap) -> Response {
-    let not_modified =
-        status == StatusCode::OK && matches(request, header::IF_NONE_MATCH, tagged.tag());
+/// A JSON response of these bytes with its `ETag` (the answer to a write).
+pub fn json_with_etag(status: StatusCode, bytes: Vec<u8>) -> Response {
+    respond(status, &Tagged::new(bytes), &IfNoneMatch::default())
+}
+
+/// A JSON response of a body that carries its tag, with its `ETag`, or a
+/// bodiless 304 when the client already holds it (`If-None-Match`).
+pub fn respond(status: StatusCode, tagged: &Tagged, held: &IfNoneMatch) -> Response {
+    let not_modified = status == StatusCode::OK && listed(held.0.iter(), tagged.tag());
     let mut response = if not_modified {
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::NOT_MODIFIED;

@@ -7,12 +7,19 @@ pub mod error;
 pub mod etag;
 pub mod query;
 
+use std::convert::Infallible;
+use std::future::Ready;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Path, Request};
 use axum::http::request::Parts;
-use axum::middleware::Next;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use futures_util::future::{Either, FutureExt, Map};
+use tokio::time::error::Elapsed;
+use tokio::time::Timeout;
+use tower::{Layer, Service};
 use uuid::Uuid;
 
 pub use body::JsonBody;
@@ -59,28 +66,77 @@ pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// any client of the API sends (431 in the contract's shape) before
 /// anything reads them, and bounds the handling time of the rest: past
 /// `limit` the client gets a 503 it can retry rather than a connection that
-/// hangs. (One middleware, not two: each costs a boxed future per request.)
-pub async fn guard(limit: Duration, request: Request, next: Next) -> Response {
-    let headers = request.headers();
+/// hangs.
+///
+/// A tower layer of its own, not an axum `from_fn`, which costs a boxed
+/// service and a boxed future per request.
+#[derive(Clone, Copy, Debug)]
+pub struct GuardLayer {
+    pub limit: Duration,
+}
+
+impl<S> Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+
+    fn layer(&self, inner: S) -> Guard<S> {
+        Guard {
+            inner,
+            limit: self.limit,
+        }
+    }
+}
+
+/// The service of [`GuardLayer`].
+#[derive(Clone, Debug)]
+pub struct Guard<S> {
+    inner: S,
+    limit: Duration,
+}
+
+type Answer = Result<Response, Infallible>;
+
+impl<S> Service<Request> for Guard<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future =
+        Either<Ready<Answer>, Map<Timeout<S::Future>, fn(Result<Answer, Elapsed>) -> Answer>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if let Some(refusal) = oversized(request.headers()) {
+            return Either::Left(std::future::ready(Ok(refusal.into_response())));
+        }
+        let answer: fn(Result<Answer, Elapsed>) -> Answer = |outcome| {
+            outcome.unwrap_or_else(|_| {
+                Ok(AppError::Unavailable {
+                    message: "the request took too long; retry shortly".to_owned(),
+                    retry_after: 1,
+                }
+                .into_response())
+            })
+        };
+        Either::Right(tokio::time::timeout(self.limit, self.inner.call(request)).map(answer))
+    }
+}
+
+/// The 431 for header fields beyond [`MAX_HEADERS`] or [`MAX_HEADER_BYTES`].
+fn oversized(headers: &HeaderMap) -> Option<AppError> {
     let bytes: usize = headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum();
-    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
-        return AppError::HeadersTooLarge(format!(
+    (headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES).then(|| {
+        AppError::HeadersTooLarge(format!(
             "the request has {} header fields of {bytes} bytes; at most {MAX_HEADERS} fields of {MAX_HEADER_BYTES} bytes are accepted",
             headers.len()
         ))
-        .into_response();
-    }
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => AppError::Unavailable {
-            message: "the request took too long; retry shortly".to_owned(),
-            retry_after: 1,
-        }
-        .into_response(),
-    }
+    })
 }
 
 /// A panic in a handler becomes the contract's 500 (and a log line), never a

@@ -3,14 +3,17 @@
 //! the HTTP middleware that times each request by route, and `GET /metrics`
 //! behind the operator token. Labels never carry a tenant.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::OnceLock;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tower::{Layer, Service};
 
 use crate::app::AppState;
 use crate::http::AppError;
@@ -60,21 +63,92 @@ pub fn install() -> Option<PrometheusHandle> {
 /// keep-alive connection (a proxy's upstream pool) closes right after a
 /// complete answer. Closing one idle instead races the proxy reusing it: the
 /// request it just sent is lost, and a proxy retries no POST it has sent.
-pub async fn track(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = method_label(request.method());
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let mut response = next.run(request).await;
-    if app.draining.load(std::sync::atomic::Ordering::Acquire) {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+///
+/// Inside the router (which names the route), as a tower layer of its own:
+/// an axum `from_fn` costs a boxed service and a boxed future per request.
+#[derive(Clone)]
+pub struct TrackLayer(pub AppState);
+
+impl<S> Layer<S> for TrackLayer {
+    type Service = Track<S>;
+
+    fn layer(&self, inner: S) -> Track<S> {
+        Track {
+            inner,
+            app: self.0.clone(),
+        }
     }
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let (requests, duration) = handles(method, route, response.status().as_u16());
-    requests.increment(1);
-    duration.record(started.elapsed().as_secs_f64());
-    response
+}
+
+/// The service of [`TrackLayer`].
+#[derive(Clone)]
+pub struct Track<S> {
+    inner: S,
+    app: AppState,
+}
+
+impl<S> Service<Request> for Track<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Tracked<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Tracked<S::Future> {
+        let started = Instant::now();
+        let method = method_label(request.method());
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        Tracked {
+            inner: self.inner.call(request),
+            started,
+            method,
+            route,
+            app: self.app.clone(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request in [`Track`]: its answer, then counted.
+    pub struct Tracked<F> {
+        #[pin]
+        inner: F,
+        started: Instant,
+        method: &'static str,
+        route: Option<MatchedPath>,
+        app: AppState,
+    }
+}
+
+impl<F, E> Future for Tracked<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = match this.inner.poll(cx) {
+            Poll::Ready(Ok(response)) => response,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        };
+        if this.app.draining.load(std::sync::atomic::Ordering::Acquire) {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let route = this.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        let (requests, duration) = handles(this.method, route, response.status().as_u16());
+        requests.increment(1);
+        duration.record(this.started.elapsed().as_secs_f64());
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// A request's counter and histogram, by method, route and status.

@@ -30,7 +30,7 @@ use crate::app::AppState;
 use crate::auth::Session;
 use crate::cache::{object_params, Loaded, Read, View};
 use crate::http::body::InputFields;
-use crate::http::etag::{etag, json_with_etag, matches, respond, Tagged};
+use crate::http::etag::{etag, json_with_etag, matches, respond, IfNoneMatch, Tagged};
 use crate::http::query::{list_key, parse_list};
 use crate::http::{AppError, FieldError, Id, JsonBody};
 pub use validate::Errors;
@@ -154,18 +154,18 @@ async fn list<R: ApiResource>(
     State(app): State<AppState>,
     session: Session,
     RawQuery(raw): RawQuery,
-    headers: HeaderMap,
+    held: IfNoneMatch,
 ) -> Result<Response, AppError> {
     let params = parse_list(&R::SPEC, raw.as_deref())?;
     let page = cached_list::<R>(&app, &session, params).await?;
-    Ok(respond(StatusCode::OK, &page, &headers))
+    Ok(respond(StatusCode::OK, &page, &held))
 }
 
 async fn read<R: ApiResource>(
     State(app): State<AppState>,
     session: Session,
     Id(id): Id,
-    headers: HeaderMap,
+    held: IfNoneMatch,
 ) -> Result<Response, AppError> {
     let tenant = session.tenant_id();
     let load = move |db: Db| async move {
@@ -183,7 +183,7 @@ async fn read<R: ApiResource>(
         )
         .await?
         .ok_or(AppError::NotFound)?;
-    Ok(respond(StatusCode::OK, &row, &headers))
+    Ok(respond(StatusCode::OK, &row, &held))
 }
 
 /// The cached views a change of row `id` of `R` affects: its lists, its
@@ -267,7 +267,7 @@ async fn create<R: ApiResource>(
         .wrote(&app, &[View::List(R::SPEC.name), View::Dashboard])
         .await;
     let bytes = to_json(&row)?;
-    let mut response = json_with_etag(StatusCode::CREATED, bytes, &HeaderMap::new());
+    let mut response = json_with_etag(StatusCode::CREATED, bytes);
     let location = format!("/api/{}/{}", R::SPEC.name, row.id());
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
@@ -320,11 +320,7 @@ async fn patch<R: ApiResource>(
             .map_err(write_error(&row))?
         {
             session.wrote(&app, &changed_by::<R>(id, &[])).await;
-            return Ok(json_with_etag(
-                StatusCode::OK,
-                to_json(&row)?,
-                &HeaderMap::new(),
-            ));
+            return Ok(json_with_etag(StatusCode::OK, to_json(&row)?));
         }
         if if_match {
             return Err(stale_if_match());
