@@ -71,10 +71,13 @@ impl Session {
         self.data.tenant.id
     }
 
+    /// The signed-in user, as the session store last returned it (with Redis
+    /// sessions, as it was at login).
     pub fn user(&self) -> &UserView {
         &self.data.user
     }
 
+    /// The user's tenant, likewise.
     pub fn tenant(&self) -> &TenantView {
         &self.data.tenant
     }
