@@ -1,7 +1,8 @@
 //! The load tool against the real server: a Strata in-process on port 0
 //! with a fresh SQLite database and two seeded tenants, driven for a few
-//! seconds in a closed loop. Every class must run, nothing may fail, and
-//! the report's counts must add up.
+//! seconds in a closed loop (every class must run, nothing may fail, and
+//! the report's counts must add up) and in an open one (its whole schedule
+//! is sent and answered).
 
 use std::time::Duration;
 
@@ -55,6 +56,37 @@ async fn seeded_server(tenants: u32, password: &str) -> Server {
         shutdown: Some(tx),
         _dir: dir,
     }
+}
+
+/// The open loop sends exactly its schedule: `rate × duration` requests,
+/// spread over the sessions, each answered, whatever the machine's pace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_loop_sends_its_whole_schedule() {
+    let server = seeded_server(2, "load-test-password").await;
+    let mut config = LoadConfig::smoke(vec![server.base.clone()]);
+    config.tenants = 2;
+    config.password = "load-test-password".to_owned();
+    // 12.5 requests a second per session, about 1.3 writes: far under the
+    // server's per-session write limit.
+    config.mode = Mode::Open {
+        rate: 100.0,
+        users: 8,
+        max_in_flight: 64,
+    };
+    config.duration = Duration::from_secs(2);
+    config.warmup = Duration::ZERO;
+
+    let report = strata_load::run(&config).await.expect("the run starts");
+    println!("{}", report.table());
+
+    assert_eq!(report.class(Class::Login).requests, 8);
+    assert_eq!(report.all.requests, 200, "100 a second for 2 s");
+    assert_eq!(report.all.ok, 200, "{:?}", report.errors_by_status);
+    assert_eq!(
+        report.transport_errors, 0,
+        "{:?}",
+        report.transport_error_samples
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
