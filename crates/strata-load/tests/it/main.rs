@@ -58,14 +58,22 @@ async fn seeded_server(tenants: u32, password: &str) -> Server {
     }
 }
 
+const PASSWORD: &str = "load-test-password";
+
+/// The smoke profile against `server`'s two tenants.
+fn smoke_config(server: &Server) -> LoadConfig {
+    let mut config = LoadConfig::smoke(vec![server.base.clone()]);
+    config.tenants = 2;
+    config.password = PASSWORD.to_owned();
+    config
+}
+
 /// The open loop sends exactly its schedule: `rate × duration` requests,
 /// spread over the sessions, each answered, whatever the machine's pace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_loop_sends_its_whole_schedule() {
-    let server = seeded_server(2, "load-test-password").await;
-    let mut config = LoadConfig::smoke(vec![server.base.clone()]);
-    config.tenants = 2;
-    config.password = "load-test-password".to_owned();
+    let server = seeded_server(2, PASSWORD).await;
+    let mut config = smoke_config(&server);
     // 12.5 requests a second per session, about 1.3 writes: far under the
     // server's per-session write limit.
     config.mode = Mode::Open {
@@ -91,10 +99,8 @@ async fn an_open_loop_sends_its_whole_schedule() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_loop_exercises_every_class_without_errors() {
-    let server = seeded_server(2, "load-test-password").await;
-    let mut config = LoadConfig::smoke(vec![server.base.clone()]);
-    config.tenants = 2;
-    config.password = "load-test-password".to_owned();
+    let server = seeded_server(2, PASSWORD).await;
+    let mut config = smoke_config(&server);
     // At most 100 requests per second per user (think time ≥ 5 ms), so at
     // most ~10 writes per second per session: well under the server's
     // per-session write limit (STRATA_WRITE_RATE, 20/s) on any machine.
