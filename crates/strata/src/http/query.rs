@@ -109,10 +109,11 @@ pub fn list_key(params: &ListParams) -> String {
     // Built piece by piece rather than with one `format!`: this runs on
     // every list read, and the formatting machinery was most of its cost.
     let mut key = String::with_capacity(64);
+    let mut number = itoa::Buffer::new();
     key.push_str("list:p=");
-    push_decimal(&mut key, params.page);
+    key.push_str(number.format(params.page));
     key.push_str("&n=");
-    push_decimal(&mut key, params.per_page);
+    key.push_str(number.format(params.per_page));
     key.push_str("&s=");
     if params.descending {
         key.push('-');
@@ -129,20 +130,6 @@ pub fn list_key(params: &ListParams) -> String {
         key.push_str(&filters.join("&"));
     }
     key
-}
-
-fn push_decimal(out: &mut String, mut n: u32) {
-    let mut digits = [0u8; 10];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend(digits[start..].iter().map(|&d| char::from(d)));
 }
 
 #[cfg(test)]
