@@ -19,6 +19,10 @@ pub enum DbError {
     /// The configuration names something this build cannot use.
     #[error("invalid database configuration: {0}")]
     Config(String),
+    /// The unit of work was cancelled (its request timed out, or its client
+    /// went away) before this write could commit; nothing was written.
+    #[error("cancelled before the write committed")]
+    Cancelled,
     /// Anything else: a bug or a schema mismatch, never the client's fault.
     #[error("database error: {0}")]
     Other(#[source] sqlx::Error),

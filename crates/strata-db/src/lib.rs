@@ -4,6 +4,7 @@
 //! id they already trust and get rows back.
 
 mod error;
+mod gate;
 mod lsn;
 pub mod model;
 mod pool;
@@ -12,6 +13,7 @@ mod router;
 pub mod seed;
 
 pub use error::DbError;
+pub use gate::CommitGate;
 pub use lsn::{Lsn, ParseLsnError, ReadCtx, ReadSource, ServedBy};
 pub use pool::{Backend, Db, DbConfig};
 pub use router::{ReplicaSettings, ReplicaStatus};

@@ -8,6 +8,8 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::gate::CommitGate;
+
 /// A position in PostgreSQL's write-ahead log, as `pg_current_wal_lsn()` and
 /// `pg_last_wal_replay_lsn()` report it. Opaque to callers: compare, store,
 /// and send it back; it serialises as PostgreSQL writes it (`16/B374D848`).
@@ -132,6 +134,8 @@ struct CtxInner {
     min_lsn: AtomicU64,
     last_write: AtomicU64,
     source: Mutex<Option<ReadSource>>,
+    /// Passed before every commit through this context.
+    gate: Option<CommitGate>,
 }
 
 impl ReadCtx {
@@ -143,6 +147,31 @@ impl ReadCtx {
             ctx.0.min_lsn.store(lsn.0, Ordering::Relaxed);
         }
         ctx
+    }
+
+    /// The same, for work that can be stopped from outside (a request):
+    /// every commit through the context passes `gate` first, and fails
+    /// with [`DbError::Cancelled`](crate::DbError::Cancelled) when the work
+    /// was cancelled before.
+    pub fn gated(min_lsn: Option<Lsn>, gate: CommitGate) -> ReadCtx {
+        ReadCtx(Arc::new(CtxInner {
+            min_lsn: AtomicU64::new(min_lsn.map_or(0, |lsn| lsn.0)),
+            gate: Some(gate),
+            ..CtxInner::default()
+        }))
+    }
+
+    /// Passes the context's gate, if it has one, before an effect that must
+    /// not be cut halfway: `false` when the work was cancelled first, and
+    /// the effect must not start. Commits through the context do this
+    /// themselves.
+    pub fn pass_gate(&self) -> bool {
+        self.0.gate.as_ref().is_none_or(CommitGate::pass)
+    }
+
+    /// Whether commits through the context pass a gate.
+    pub(crate) fn is_gated(&self) -> bool {
+        self.0.gate.is_some()
     }
 
     /// The position a replica must have replayed to serve this context.

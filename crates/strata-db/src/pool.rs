@@ -648,15 +648,25 @@ impl Db {
     }
 
     /// Runs one write statement on its own; returns the rows it affected.
-    /// On PostgreSQL the statement commits by itself, without BEGIN and
-    /// COMMIT round trips; when it changed rows, its commit position is
-    /// recorded in the context as [`Tx::commit`] does.
+    /// On PostgreSQL, for work that cannot be cancelled (no gate in its
+    /// context), the statement commits by itself, without BEGIN and COMMIT
+    /// round trips; when it changed rows, its commit position is recorded
+    /// in the context as [`Tx::commit`] does. Work behind a gate (a request)
+    /// runs it in a transaction: a statement that waits for a lock can then
+    /// be cancelled, as it could not be once sent on its own.
     pub(crate) async fn execute(&self, stmt: &impl SqlxBinder) -> Result<u64, DbError> {
-        let Pools::Postgres { primary, .. } = &self.inner.pools else {
-            let mut tx = self.begin().await?;
-            let n = tx.execute(stmt).await?;
-            tx.commit().await?;
-            return Ok(n);
+        let primary = match &self.inner.pools {
+            Pools::Postgres { primary, .. }
+                if !self.ctx.as_ref().is_some_and(ReadCtx::is_gated) =>
+            {
+                primary
+            }
+            _ => {
+                let mut tx = self.begin().await?;
+                let n = tx.execute(stmt).await?;
+                tx.commit().await?;
+                return Ok(n);
+            }
         };
         note_wait(primary, None);
         let mut conn = primary.acquire().await?;
@@ -864,8 +874,14 @@ impl Tx {
     /// PostgreSQL the primary's WAL position after it, on SQLite
     /// [`sqlite_commit_position`]) and records it in the context, so the
     /// context's later reads (replicas, cache) see this write.
+    ///
+    /// Fails with [`DbError::Cancelled`], and rolls back, when the context's
+    /// gate was cancelled first.
     pub(crate) async fn commit(self) -> Result<Option<Lsn>, DbError> {
         let Tx { kind, ctx } = self;
+        if !ctx.as_ref().is_none_or(ReadCtx::pass_gate) {
+            return Err(DbError::Cancelled);
+        }
         match kind {
             TxKind::Postgres(mut tx) => {
                 PgTm::commit(&mut tx.conn).await?;

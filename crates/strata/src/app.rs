@@ -247,6 +247,7 @@ pub async fn serve(
     // service per layer. Here a request clones the stack by value; only the
     // route it matches is boxed.
     let timeout = state.config.request_timeout();
+    let (writes, mut writes_running) = tokio::sync::mpsc::channel(1);
     let app = ServiceBuilder::new()
         .map_request(axum_body)
         .layer(SetRequestIdLayer::new(REQUEST_ID, NewRequestId))
@@ -255,7 +256,10 @@ pub async fn serve(
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(CatchPanicLayer::custom(http::panic_response))
-        .layer(http::GuardLayer { limit: timeout })
+        .layer(http::GuardLayer {
+            limit: timeout,
+            writes,
+        })
         .service(router(state));
     let connections = GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
@@ -292,11 +296,21 @@ pub async fn serve(
     drop(listener);
     // Idle connections close now; requests in flight get what is left of
     // the drain time.
-    if tokio::time::timeout(drain.saturating_sub(linger), connections.shutdown())
+    let deadline = tokio::time::Instant::now() + drain.saturating_sub(linger);
+    if tokio::time::timeout_at(deadline, connections.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("drain deadline reached; closing the remaining connections");
+    }
+    // So do writes whose clients hung up after they began to commit: they
+    // run on, detached, to their end (their caches invalidated).
+    drop(app);
+    if tokio::time::timeout_at(deadline, writes_running.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain deadline reached with writes still running");
     }
     let _ = stop_tx.send(true);
     warming.warming.stop();

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use store::SessionData;
 use strata_db::model::Role;
-use strata_db::{Db, ReadCtx};
+use strata_db::{CommitGate, Db, ReadCtx};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -314,9 +314,15 @@ impl FromRequestParts<AppState> for Session {
                 }
             }
         }
+        // A request that may write carries the guard's gate
+        // ([`crate::http::Guard`]): its commits pass it.
+        let ctx = match parts.extensions.get::<CommitGate>() {
+            Some(gate) => ReadCtx::gated(data.last_write(), gate.clone()),
+            None => ReadCtx::new(data.last_write()),
+        };
         Ok(Session {
             token_hash: hash,
-            ctx: ReadCtx::new(data.last_write()),
+            ctx,
             data,
         })
     }

@@ -189,6 +189,11 @@ async fn revoke(app: &AppState, hash: &[u8; 32]) -> Result<(), AppError> {
 }
 
 async fn logout(State(app): State<AppState>, session: Session) -> Result<Response, AppError> {
+    // Revoked in the store but still cached somewhere would not be instant:
+    // once begun, the revocation runs to its end, whatever the deadline.
+    if !session.ctx.pass_gate() {
+        return Err(AppError::timed_out());
+    }
     revoke(&app, &session.token_hash).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     response

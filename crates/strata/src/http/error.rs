@@ -106,6 +106,15 @@ impl AppError {
 }
 
 impl AppError {
+    /// The answer to a request stopped at its deadline, before any write of
+    /// it committed: retrying it is safe.
+    pub fn timed_out() -> Self {
+        AppError::Unavailable {
+            message: "the request took too long; retry shortly".to_owned(),
+            retry_after: 1,
+        }
+    }
+
     /// [`From<DbError>`] for an error shared by several callers (a cache
     /// fill's waiters): the same answer, without owning the error.
     pub fn from_db_ref(e: &DbError) -> Self {
@@ -118,6 +127,7 @@ impl AppError {
                 }
             }
             DbError::Unique(c) => DbError::Unique(c.clone()).into(),
+            DbError::Cancelled => AppError::timed_out(),
             DbError::ForeignKey(c) => DbError::ForeignKey(c.clone()).into(),
             other => AppError::Internal(anyhow::anyhow!("{other}")),
         }
@@ -143,6 +153,7 @@ impl From<DbError> for AppError {
                     retry_after: 1,
                 }
             }
+            DbError::Cancelled => AppError::timed_out(),
             other => AppError::Internal(other.into()),
         }
     }

@@ -16,10 +16,14 @@ use axum::extract::{FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use futures_util::future::{Either, FutureExt, Map};
+use futures_util::future::{BoxFuture, Either, FutureExt, Map};
+use strata_db::CommitGate;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::error::Elapsed;
 use tokio::time::Timeout;
 use tower::{Layer, Service};
+use tracing::Instrument;
 use uuid::Uuid;
 
 pub use body::JsonBody;
@@ -68,11 +72,24 @@ pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// `limit` the client gets a 503 it can retry rather than a connection that
 /// hangs.
 ///
+/// A request that may write (any method but GET, HEAD, OPTIONS and TRACE)
+/// runs as a task of its own ([`Writing`]) behind a [`CommitGate`] that its
+/// commits pass (the [`Session`](crate::auth::Session) puts it in the
+/// request's database context). Stopped before it commits, by the deadline
+/// or by a client that hangs up, it is cancelled and rolled back: the 503
+/// is true, and retrying is safe. Once a commit has been sent, it runs to
+/// its end wherever its client is (the caches it changed are invalidated),
+/// and the deadline waits for it.
+///
 /// A tower layer of its own, not an axum `from_fn`, which costs a boxed
-/// service and a boxed future per request.
-#[derive(Clone, Copy, Debug)]
+/// service and a boxed future per request; reads box nothing.
+#[derive(Clone, Debug)]
 pub struct GuardLayer {
     pub limit: Duration,
+    /// Every write task holds a clone until it ends, detached or not: the
+    /// receiver's `recv` returns `None` once all have ended and every
+    /// clone of the layer's sender is dropped (at shutdown).
+    pub writes: mpsc::Sender<Infallible>,
 }
 
 impl<S> Layer<S> for GuardLayer {
@@ -82,6 +99,7 @@ impl<S> Layer<S> for GuardLayer {
         Guard {
             inner,
             limit: self.limit,
+            writes: self.writes.clone(),
         }
     }
 }
@@ -91,37 +109,100 @@ impl<S> Layer<S> for GuardLayer {
 pub struct Guard<S> {
     inner: S,
     limit: Duration,
+    writes: mpsc::Sender<Infallible>,
 }
 
 type Answer = Result<Response, Infallible>;
+type Read<F> = Map<Timeout<F>, fn(Result<Answer, Elapsed>) -> Answer>;
 
 impl<S> Service<Request> for Guard<S>
 where
     S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = Infallible;
-    type Future =
-        Either<Ready<Answer>, Map<Timeout<S::Future>, fn(Result<Answer, Elapsed>) -> Answer>>;
+    type Future = Either<Ready<Answer>, Either<Read<S::Future>, BoxFuture<'static, Answer>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, mut request: Request) -> Self::Future {
         if let Some(refusal) = oversized(request.headers()) {
             return Either::Left(std::future::ready(Ok(refusal.into_response())));
         }
-        let answer: fn(Result<Answer, Elapsed>) -> Answer = |outcome| {
-            outcome.unwrap_or_else(|_| {
-                Ok(AppError::Unavailable {
-                    message: "the request took too long; retry shortly".to_owned(),
-                    retry_after: 1,
-                }
-                .into_response())
-            })
+        if request.method().is_safe() {
+            let answer: fn(Result<Answer, Elapsed>) -> Answer =
+                |outcome| outcome.unwrap_or_else(|_| Ok(AppError::timed_out().into_response()));
+            let read = tokio::time::timeout(self.limit, self.inner.call(request)).map(answer);
+            return Either::Right(Either::Left(read));
+        }
+        let gate = CommitGate::default();
+        request.extensions_mut().insert(gate.clone());
+        let work = self.inner.call(request);
+        let running = self.writes.clone();
+        let task = async move {
+            let _running = running;
+            work.await
         };
-        Either::Right(tokio::time::timeout(self.limit, self.inner.call(request)).map(answer))
+        let writing = Writing {
+            task: Some(tokio::spawn(task.in_current_span())),
+            gate,
+        };
+        Either::Right(Either::Right(Box::pin(writing.finish(self.limit))))
+    }
+}
+
+/// A request that may write, running as a task of its own; see [`Guard`].
+struct Writing {
+    /// `None` once it has ended.
+    task: Option<JoinHandle<Answer>>,
+    gate: CommitGate,
+}
+
+impl Writing {
+    async fn finish(mut self, limit: Duration) -> Answer {
+        let Some(task) = self.task.as_mut() else {
+            return Ok(AppError::timed_out().into_response());
+        };
+        let joined = match tokio::time::timeout(limit, &mut *task).await {
+            Ok(joined) => joined,
+            // Cancelled before any commit (dropping `self` stops the task).
+            Err(_) if self.gate.cancel() => return Ok(AppError::timed_out().into_response()),
+            // Its write is committing: the answer must say how that ended.
+            Err(_) => match tokio::time::timeout(limit, &mut *task).await {
+                Ok(joined) => joined,
+                Err(_) => {
+                    tracing::warn!("a write still running after twice the request timeout");
+                    return Ok(AppError::Unavailable {
+                        message: "the request took too long, and its write may have been applied: read the data before retrying".to_owned(),
+                        retry_after: 1,
+                    }
+                    .into_response());
+                }
+            },
+        };
+        self.task = None;
+        match joined {
+            Ok(answer) => answer,
+            // The panic handler outside answers it.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Ok(AppError::timed_out().into_response()),
+        }
+    }
+}
+
+impl Drop for Writing {
+    /// The request ended without its answer (deadline, client gone): the
+    /// work stops unless a commit of it was sent, in which case it goes on,
+    /// detached, to its end.
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            if self.gate.cancel() {
+                task.abort();
+            }
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::both;
-use crate::support::{Backend, TestApp};
+use crate::support::{Backend, Client, TestApp};
 
 both!(
     dashboard_figures,
@@ -362,39 +362,138 @@ async fn database_outage_is_a_503_and_recovers() {
     );
 }
 
+/// A deal, created and read (so cached), whose row another transaction
+/// holds, as a long report or a bulk import would: an update of it waits,
+/// while it executes, until `holder` rolls back.
+struct HeldDeal {
+    path: String,
+    id: String,
+    holder: sqlx::PgConnection,
+    admin: sqlx::PgConnection,
+}
+
+impl HeldDeal {
+    async fn new(app: &TestApp, client: &Client) -> HeldDeal {
+        use sqlx::Connection;
+        let id = client.create_id("deals", json!({"title": "Ada"})).await;
+        let path = format!("/api/deals/{id}");
+        client.get(&path).await.assert_status(200);
+        let name = app.database_name().expect("a PostgreSQL test database");
+        let url = format!("{}/{name}", crate::support::pg_admin_url());
+        let connect = || async { sqlx::PgConnection::connect(&url).await.expect("connect") };
+        let mut holder = connect().await;
+        sqlx::raw_sql("BEGIN")
+            .execute(&mut holder)
+            .await
+            .expect("begin");
+        sqlx::query("SELECT 1 FROM deals WHERE id = $1::uuid FOR UPDATE")
+            .bind(&id)
+            .execute(&mut holder)
+            .await
+            .expect("hold the row");
+        HeldDeal {
+            path,
+            id,
+            holder,
+            admin: connect().await,
+        }
+    }
+
+    /// Releases the row, waits until the server's connections to the
+    /// database are idle (the held update has then ended, one way or the
+    /// other), and returns the title the database holds.
+    async fn release(mut self) -> String {
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut self.holder)
+            .await
+            .expect("release the row");
+        let mut busy = i64::MAX;
+        for _ in 0..200 {
+            busy = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                 AND pid <> $1 AND state IS DISTINCT FROM 'idle'",
+            )
+            .bind(
+                sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+                    .fetch_one(&mut self.holder)
+                    .await
+                    .expect("holder pid"),
+            )
+            .fetch_one(&mut self.admin)
+            .await
+            .expect("pg_stat_activity");
+            if busy == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(busy, 0, "the server's connections never became idle");
+        sqlx::query_scalar("SELECT title FROM deals WHERE id = $1::uuid")
+            .bind(&self.id)
+            .fetch_one(&mut self.admin)
+            .await
+            .expect("the deal")
+    }
+}
+
 /// A request still running at the request timeout is answered 503 with
-/// Retry-After, in the contract's shape, instead of holding its client, and
-/// the server goes on serving the others meanwhile.
+/// Retry-After, in the contract's shape, instead of holding its client; the
+/// server goes on serving the others meanwhile; and the write the 503
+/// turned away does not happen later behind the client's back (which would
+/// make its retry a second write, and leave caches showing the old row).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_past_the_timeout_is_a_503() {
-    use sqlx::Connection;
+async fn a_request_past_the_timeout_is_a_503_and_its_write_does_not_happen() {
     let app = TestApp::spawn_with(Backend::Postgres, |c| c.request_timeout_secs = 2).await;
     let alice = app.tenant("acme").await;
-    let name = app.database_name().expect("a PostgreSQL test database");
-    let url = format!("{}/{name}", crate::support::pg_admin_url());
-    let mut admin = sqlx::PgConnection::connect(&url)
-        .await
-        .expect("admin connection");
-    // A migration or a long report holding the table: writes to it wait.
-    // (A write, not a read: a read's cache fill has a timeout of its own.)
-    let mut lock = admin.begin().await.expect("begin");
-    sqlx::query("LOCK TABLE contacts IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .expect("lock contacts");
+    let held = HeldDeal::new(&app, &alice).await;
+    let path = held.path.clone();
 
-    let held = alice
-        .post("/api/contacts", &json!({"first_name": "Held"}))
-        .await;
-    let body = held.assert_error(503, "unavailable");
+    let late = alice.patch(&path, &json!({"title": "Held"})).await;
+    let body = late.assert_error(503, "unavailable");
     assert!(
         body["error"]["message"]
             .as_str()
             .is_some_and(|m| m.contains("took too long")),
         "{body}"
     );
-    assert_eq!(held.header("retry-after"), Some("1"));
+    assert_eq!(late.header("retry-after"), Some("1"));
     alice.get("/api/auth/me").await.assert_status(200);
 
-    lock.rollback().await.expect("release the lock");
+    assert_eq!(
+        held.release().await,
+        "Ada",
+        "the write answered 503 committed afterwards"
+    );
+    assert_eq!(alice.get(&path).await.json()["title"], "Ada");
+}
+
+/// A client that hangs up while its write waits: the write is cancelled
+/// (its request is gone before it committed), and the caches keep showing
+/// what the database holds. Were the write to commit anyway, after its
+/// handler was dropped, nothing would invalidate the cached deal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_client_hangs_up_before_it_commits_does_not_happen() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let alice = app.tenant("acme").await;
+    let held = HeldDeal::new(&app, &alice).await;
+    let path = held.path.clone();
+
+    alice
+        .hang_up(
+            Method::PATCH,
+            &path,
+            &json!({"title": "Held"}),
+            std::time::Duration::from_millis(500),
+        )
+        .await;
+    // The server notices the closed connection at once; give it a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    assert_eq!(
+        held.release().await,
+        "Ada",
+        "a write whose client hung up committed"
+    );
+    assert_eq!(alice.get(&path).await.json()["title"], "Ada");
 }

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
@@ -359,6 +360,23 @@ impl Client {
             status: resp.status(),
             headers: resp.headers().clone(),
             text: resp.text().await.expect("body"),
+        }
+    }
+
+    /// Sends a request and hangs up before its answer, after `after`, as a
+    /// client with a short timeout does. Panics if the answer came first.
+    pub async fn hang_up(&self, method: Method, path: &str, body: &Value, after: Duration) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .json(body)
+            .timeout(after);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        match req.send().await {
+            Err(e) if e.is_timeout() => {}
+            other => panic!("expected to hang up before the answer, got {other:?}"),
         }
     }
 
