@@ -297,18 +297,19 @@ pub async fn serve(
     // Idle connections close now; requests in flight get what is left of
     // the drain time.
     let deadline = tokio::time::Instant::now() + drain.saturating_sub(linger);
-    if tokio::time::timeout_at(deadline, connections.shutdown())
+    let drained = tokio::time::timeout_at(deadline, connections.shutdown())
         .await
-        .is_err()
-    {
+        .is_ok();
+    if !drained {
         tracing::warn!("drain deadline reached; closing the remaining connections");
     }
     // So do writes whose clients hung up after they began to commit: they
     // run on, detached, to their end (their caches invalidated).
     drop(app);
-    if tokio::time::timeout_at(deadline, writes_running.recv())
-        .await
-        .is_err()
+    if drained
+        && tokio::time::timeout_at(deadline, writes_running.recv())
+            .await
+            .is_err()
     {
         tracing::warn!("drain deadline reached with writes still running");
     }
