@@ -362,9 +362,17 @@ async fn database_outage_is_a_503_and_recovers() {
     );
 }
 
-/// A deal, created and read (so cached), whose row another transaction
-/// holds, as a long report or a bulk import would: an update of it waits,
-/// while it executes, until `holder` rolls back.
+/// What another transaction holds, as a long report or a bulk import would.
+enum Hold {
+    /// The deal's row: an update of it waits, while it executes.
+    Deal,
+    /// The sessions' rows: a write gets past its commit, then waits to
+    /// record itself with the session (sessions in the database).
+    Sessions,
+}
+
+/// A deal, created and read (so cached), and rows another transaction
+/// holds until [`HeldDeal::release`].
 struct HeldDeal {
     path: String,
     id: String,
@@ -373,7 +381,7 @@ struct HeldDeal {
 }
 
 impl HeldDeal {
-    async fn new(app: &TestApp, client: &Client) -> HeldDeal {
+    async fn new(app: &TestApp, client: &Client, hold: Hold) -> HeldDeal {
         use sqlx::Connection;
         let id = client.create_id("deals", json!({"title": "Ada"})).await;
         let path = format!("/api/deals/{id}");
@@ -386,11 +394,13 @@ impl HeldDeal {
             .execute(&mut holder)
             .await
             .expect("begin");
-        sqlx::query("SELECT 1 FROM deals WHERE id = $1::uuid FOR UPDATE")
-            .bind(&id)
-            .execute(&mut holder)
-            .await
-            .expect("hold the row");
+        let held = match hold {
+            Hold::Deal => sqlx::query("SELECT 1 FROM deals WHERE id = $1::uuid FOR UPDATE")
+                .bind(&id)
+                .execute(&mut holder),
+            Hold::Sessions => sqlx::query("SELECT 1 FROM sessions FOR UPDATE").execute(&mut holder),
+        };
+        held.await.expect("hold the rows");
         HeldDeal {
             path,
             id,
@@ -399,14 +409,14 @@ impl HeldDeal {
         }
     }
 
-    /// Releases the row, waits until the server's connections to the
+    /// Releases the rows, waits until the server's connections to the
     /// database are idle (the held update has then ended, one way or the
     /// other), and returns the title the database holds.
     async fn release(mut self) -> String {
         sqlx::raw_sql("ROLLBACK")
             .execute(&mut self.holder)
             .await
-            .expect("release the row");
+            .expect("release the rows");
         let mut busy = i64::MAX;
         for _ in 0..200 {
             busy = sqlx::query_scalar(
@@ -446,7 +456,7 @@ impl HeldDeal {
 async fn a_request_past_the_timeout_is_a_503_and_its_write_does_not_happen() {
     let app = TestApp::spawn_with(Backend::Postgres, |c| c.request_timeout_secs = 2).await;
     let alice = app.tenant("acme").await;
-    let held = HeldDeal::new(&app, &alice).await;
+    let held = HeldDeal::new(&app, &alice, Hold::Deal).await;
     let path = held.path.clone();
 
     let late = alice.patch(&path, &json!({"title": "Held"})).await;
@@ -476,7 +486,7 @@ async fn a_request_past_the_timeout_is_a_503_and_its_write_does_not_happen() {
 async fn a_write_whose_client_hangs_up_before_it_commits_does_not_happen() {
     let app = TestApp::spawn(Backend::Postgres).await;
     let alice = app.tenant("acme").await;
-    let held = HeldDeal::new(&app, &alice).await;
+    let held = HeldDeal::new(&app, &alice, Hold::Deal).await;
     let path = held.path.clone();
 
     alice
@@ -496,4 +506,37 @@ async fn a_write_whose_client_hangs_up_before_it_commits_does_not_happen() {
         "a write whose client hung up committed"
     );
     assert_eq!(alice.get(&path).await.json()["title"], "Ada");
+}
+
+/// The other side of the gate: a client that hangs up once its write has
+/// committed. The write's aftermath still runs to its end; here, recording
+/// the write with the session, so that the session's next read shows it
+/// rather than the copy cached before it (which other sessions may still be
+/// served for the settle window). The recording waits for the sessions'
+/// rows while the client gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_client_hangs_up_after_it_commits_still_reaches_its_session() {
+    // The longest window the contract allows, so that the entry cached
+    // before the write is still served to others when the writer reads.
+    let app = TestApp::spawn_with(Backend::Postgres, |c| c.cache_settle_ms = 1000).await;
+    let alice = app.tenant("acme").await;
+    let held = HeldDeal::new(&app, &alice, Hold::Sessions).await;
+    let path = held.path.clone();
+
+    alice
+        .hang_up(
+            Method::PATCH,
+            &path,
+            &json!({"title": "Held"}),
+            std::time::Duration::from_millis(300),
+        )
+        .await;
+    assert_eq!(held.release().await, "Held", "the write committed");
+    // The write's task ends right after the session store has its position.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        alice.get(&path).await.json()["title"],
+        "Held",
+        "the writer was served the copy from before its write"
+    );
 }
