@@ -147,8 +147,9 @@ where
             work.await
         };
         let writing = Writing {
-            task: Some(tokio::spawn(task.in_current_span())),
+            task: tokio::spawn(task.in_current_span()),
             gate,
+            ended: false,
         };
         Either::Right(Either::Right(Box::pin(writing.finish(self.limit))))
     }
@@ -156,22 +157,20 @@ where
 
 /// A request that may write, running as a task of its own; see [`Guard`].
 struct Writing {
-    /// `None` once it has ended.
-    task: Option<JoinHandle<Answer>>,
+    task: JoinHandle<Answer>,
     gate: CommitGate,
+    /// Set once the task's answer has been taken.
+    ended: bool,
 }
 
 impl Writing {
     async fn finish(mut self, limit: Duration) -> Answer {
-        let Some(task) = self.task.as_mut() else {
-            return Ok(AppError::timed_out().into_response());
-        };
-        let joined = match tokio::time::timeout(limit, &mut *task).await {
+        let joined = match tokio::time::timeout(limit, &mut self.task).await {
             Ok(joined) => joined,
             // Cancelled before any commit (dropping `self` stops the task).
             Err(_) if self.gate.cancel() => return Ok(AppError::timed_out().into_response()),
             // Its write is committing: the answer must say how that ended.
-            Err(_) => match tokio::time::timeout(limit, &mut *task).await {
+            Err(_) => match tokio::time::timeout(limit, &mut self.task).await {
                 Ok(joined) => joined,
                 Err(_) => {
                     tracing::warn!("a write still running after twice the request timeout");
@@ -183,7 +182,7 @@ impl Writing {
                 }
             },
         };
-        self.task = None;
+        self.ended = true;
         match joined {
             Ok(answer) => answer,
             // The panic handler outside answers it.
@@ -198,10 +197,8 @@ impl Drop for Writing {
     /// work stops unless a commit of it was sent, in which case it goes on,
     /// detached, to its end.
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            if self.gate.cancel() {
-                task.abort();
-            }
+        if !self.ended && self.gate.cancel() {
+            self.task.abort();
         }
     }
 }

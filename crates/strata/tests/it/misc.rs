@@ -418,6 +418,10 @@ impl HeldDeal {
             .execute(&mut self.holder)
             .await
             .expect("release the rows");
+        let holder_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut self.holder)
+            .await
+            .expect("holder pid");
         let mut busy = i64::MAX;
         for _ in 0..200 {
             busy = sqlx::query_scalar(
@@ -425,12 +429,7 @@ impl HeldDeal {
                  WHERE datname = current_database() AND pid <> pg_backend_pid() \
                  AND pid <> $1 AND state IS DISTINCT FROM 'idle'",
             )
-            .bind(
-                sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
-                    .fetch_one(&mut self.holder)
-                    .await
-                    .expect("holder pid"),
-            )
+            .bind(holder_pid)
             .fetch_one(&mut self.admin)
             .await
             .expect("pg_stat_activity");
