@@ -173,12 +173,15 @@ async fn header_abuse(backend: Backend) {
     };
 
     // Too many header fields, or too many bytes of them: 431 in our shape.
-    let many: String = (0..150).map(|i| format!("X-Junk-{i}: {i}\r\n")).collect();
+    let junk = |n: usize| -> String { (0..n).map(|i| format!("X-Junk-{i}: {i}\r\n")).collect() };
     assert_raw_error(
-        &raw_exchange(&base, &get(&many)).await,
+        &raw_exchange(&base, &get(&junk(80))).await,
         431,
         "headers_too_large",
     );
+    // Beyond hyper's own limit (100 fields) the 431 is hyper's, bare, and
+    // the server goes on serving.
+    assert_eq!(raw_exchange(&base, &get(&junk(150))).await.0, 431);
     let big = format!("X-Junk: {}\r\n", "a".repeat(64 * 1024));
     assert_raw_error(
         &raw_exchange(&base, &get(&big)).await,
