@@ -414,10 +414,7 @@ impl HeldDeal {
     /// other), and returns the deal's title as the database holds it and as
     /// `client` reads it.
     async fn release(mut self, client: &Client) -> (String, String) {
-        sqlx::raw_sql("ROLLBACK")
-            .execute(&mut self.holder)
-            .await
-            .expect("release the rows");
+        self.unhold().await;
         let holder_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
             .fetch_one(&mut self.holder)
             .await
@@ -452,6 +449,79 @@ impl HeldDeal {
             .to_owned();
         (stored, read)
     }
+    /// Lets the held write go on.
+    async fn unhold(&mut self) {
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut self.holder)
+            .await
+            .expect("release the rows");
+    }
+
+    /// The write position recorded with the session (`sessions.last_write_lsn`;
+    /// the tests' servers have one session each).
+    async fn recorded_position(&mut self) -> Option<i64> {
+        sqlx::query_scalar("SELECT max(last_write_lsn) FROM sessions")
+            .fetch_one(&mut self.admin)
+            .await
+            .expect("the session's position")
+    }
+}
+
+/// A server told to stop while a write whose client hung up after its commit
+/// is still running (it waits to record itself with the session): the server
+/// does not stop until that write has ended, so a restart loses none of a
+/// committed write's aftermath (its invalidations, its session's position).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_a_write_whose_client_hung_up() {
+    let mut app = TestApp::spawn_with(Backend::Postgres, |c| c.cache_settle_ms = 1000).await;
+    let alice = app.tenant("acme").await;
+    let mut held = HeldDeal::new(&app, &alice, Hold::Sessions).await;
+    let before = held.recorded_position().await;
+    let patch = json!({"title": "Held"});
+    let after = std::time::Duration::from_millis(300);
+    alice
+        .hang_up(Method::PATCH, &held.path, &patch, after)
+        .await;
+
+    app.begin_shutdown();
+    // Without the write, the server stops after its linger (1 s).
+    assert!(
+        !app.stopped_within(std::time::Duration::from_secs(3)).await,
+        "the server stopped while a committed write was still running"
+    );
+    held.unhold().await;
+    assert!(
+        app.stopped_within(std::time::Duration::from_secs(10)).await,
+        "the server did not stop once the write had ended"
+    );
+    let recorded = held.recorded_position().await;
+    assert!(
+        recorded > before,
+        "the write's position never reached the session ({before:?} -> {recorded:?})"
+    );
+}
+
+/// The drain deadline holds even for a write that never ends (here, one
+/// held behind another transaction's lock): the server stops at the
+/// deadline instead of waiting for it, as an orchestrator expects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_at_the_drain_deadline_with_a_write_still_running() {
+    let mut app = TestApp::spawn_with(Backend::Postgres, |c| c.drain_timeout_secs = 3.0).await;
+    let alice = app.tenant("acme").await;
+    let mut held = HeldDeal::new(&app, &alice, Hold::Sessions).await;
+    let patch = json!({"title": "Held"});
+    let after = std::time::Duration::from_millis(300);
+    alice
+        .hang_up(Method::PATCH, &held.path, &patch, after)
+        .await;
+
+    app.begin_shutdown();
+    let stopped = app.stopped_within(std::time::Duration::from_secs(15)).await;
+    held.unhold().await;
+    assert!(
+        stopped,
+        "the server was still running 15 s after a shutdown with a 3 s drain deadline"
+    );
 }
 
 /// A request still running at the request timeout is answered 503 with

@@ -111,6 +111,7 @@ pub struct TestApp {
     pub base: String,
     pub db: Db,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
     // Dropped last: the server must stop before its database goes.
     _database: Option<TestDb>,
 }
@@ -141,14 +142,34 @@ impl TestApp {
         let addr: SocketAddr = listener.local_addr().expect("addr");
         let state = AppState::new(config, db.clone()).await.expect("state");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(strata::app::serve(state, listener, async move {
+        let server = tokio::spawn(strata::app::serve(state, listener, async move {
             let _ = rx.await;
         }));
         TestApp {
             base: format!("http://{addr}"),
             db,
             shutdown: Some(tx),
+            server,
             _database: database,
+        }
+    }
+
+    /// Begins a graceful shutdown, as SIGTERM does.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Whether the server has stopped (`serve` returned) within `wait`;
+    /// panics if it stopped with an error.
+    pub async fn stopped_within(&mut self, wait: std::time::Duration) -> bool {
+        match tokio::time::timeout(wait, &mut self.server).await {
+            Ok(ended) => {
+                ended.expect("the server task").expect("serve");
+                true
+            }
+            Err(_) => false,
         }
     }
 
