@@ -10,14 +10,14 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderName, HeaderValue, Request};
 use axum::serve::Listener;
-use axum::{Extension, Router};
+use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use strata_db::Db;
 use tokio::net::TcpListener;
-use tower::{Layer, ServiceBuilder};
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
@@ -278,11 +278,17 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
+        // The peer's address is read only by login (a POST: its throttle);
+        // reads, most requests by far, skip the insert (and the growth of
+        // their extensions map it would cost).
+        let service = app.clone().map_request(move |mut request: Request<_>| {
+            if !request.method().is_safe() {
+                request.extensions_mut().insert(ConnectInfo(peer));
+            }
+            request
+        });
         let connection = builder
-            .serve_connection(
-                TokioIo::new(stream),
-                TowerToHyperService::new(Extension(ConnectInfo(peer)).layer(app.clone())),
-            )
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
             .into_owned();
         let connection = connections.watch(connection);
         tokio::spawn(async move {
