@@ -457,6 +457,16 @@ impl HeldDeal {
             .expect("release the rows");
     }
 
+    /// `client` patches the held deal's title to "Held" and hangs up 300 ms
+    /// later, while the write waits for the held rows.
+    async fn patch_and_hang_up(&self, client: &Client) {
+        let patch = json!({"title": "Held"});
+        let after = std::time::Duration::from_millis(300);
+        client
+            .hang_up(Method::PATCH, &self.path, &patch, after)
+            .await;
+    }
+
     /// The write position recorded with the session (`sessions.last_write_lsn`;
     /// the tests' servers have one session each).
     async fn recorded_position(&mut self) -> Option<i64> {
@@ -477,11 +487,7 @@ async fn shutdown_waits_for_a_write_whose_client_hung_up() {
     let alice = app.tenant("acme").await;
     let mut held = HeldDeal::new(&app, &alice, Hold::Sessions).await;
     let before = held.recorded_position().await;
-    let patch = json!({"title": "Held"});
-    let after = std::time::Duration::from_millis(300);
-    alice
-        .hang_up(Method::PATCH, &held.path, &patch, after)
-        .await;
+    held.patch_and_hang_up(&alice).await;
 
     app.begin_shutdown();
     // Without the write, the server stops after its linger (1 s).
@@ -509,11 +515,7 @@ async fn shutdown_stops_at_the_drain_deadline_with_a_write_still_running() {
     let mut app = TestApp::spawn_with(Backend::Postgres, |c| c.drain_timeout_secs = 3.0).await;
     let alice = app.tenant("acme").await;
     let mut held = HeldDeal::new(&app, &alice, Hold::Sessions).await;
-    let patch = json!({"title": "Held"});
-    let after = std::time::Duration::from_millis(300);
-    alice
-        .hang_up(Method::PATCH, &held.path, &patch, after)
-        .await;
+    held.patch_and_hang_up(&alice).await;
 
     app.begin_shutdown();
     let stopped = app.stopped_within(std::time::Duration::from_secs(15)).await;
@@ -557,15 +559,11 @@ async fn a_request_past_the_timeout_is_a_503_and_its_write_does_not_happen() {
 /// holds and the one Alice then reads. The settle window is the longest the
 /// contract allows, so that the deal cached before the write is still
 /// served to other sessions when Alice reads.
-async fn patch_and_hang_up(hold: Hold) -> (String, String) {
+async fn hung_up_patch(hold: Hold) -> (String, String) {
     let app = TestApp::spawn_with(Backend::Postgres, |c| c.cache_settle_ms = 1000).await;
     let alice = app.tenant("acme").await;
     let held = HeldDeal::new(&app, &alice, hold).await;
-    let patch = json!({"title": "Held"});
-    let after = std::time::Duration::from_millis(300);
-    alice
-        .hang_up(Method::PATCH, &held.path, &patch, after)
-        .await;
+    held.patch_and_hang_up(&alice).await;
     // The server notices the closed connection at once; give it a moment.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     held.release(&alice).await
@@ -577,7 +575,7 @@ async fn patch_and_hang_up(hold: Hold) -> (String, String) {
 /// handler was dropped, nothing would invalidate the cached deal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_whose_client_hangs_up_before_it_commits_does_not_happen() {
-    let (stored, read) = patch_and_hang_up(Hold::Deal).await;
+    let (stored, read) = hung_up_patch(Hold::Deal).await;
     assert_eq!(stored, "Ada", "a write whose client hung up committed");
     assert_eq!(read, "Ada");
 }
@@ -590,7 +588,7 @@ async fn a_write_whose_client_hangs_up_before_it_commits_does_not_happen() {
 /// rows while the client gives up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_whose_client_hangs_up_after_it_commits_still_reaches_its_session() {
-    let (stored, read) = patch_and_hang_up(Hold::Sessions).await;
+    let (stored, read) = hung_up_patch(Hold::Sessions).await;
     assert_eq!(stored, "Held", "the write committed");
     assert_eq!(
         read, "Held",
