@@ -98,6 +98,10 @@ pub struct LoadConfig {
     /// proportion to `1/i`).
     pub skew: f64,
     pub mode: Mode,
+    /// Share of the mix's steps that write, in percent (0 to 100). The mix
+    /// is designed at 10 ([`designed_write_percent`]); another share keeps
+    /// the reads' proportions among themselves, and the writes'.
+    pub write_percent: f64,
     /// The measured phase, after every user has logged in (and the warm-up).
     pub duration: Duration,
     /// The mix runs this long before the measured phase, unrecorded, so that
@@ -131,6 +135,7 @@ impl LoadConfig {
                 users: 32,
                 think: Duration::from_millis(10),
             },
+            write_percent: f64::from(designed_write_percent()),
             duration: Duration::from_secs(25),
             warmup: Duration::ZERO,
             timeout: Duration::from_secs(10),
@@ -151,6 +156,9 @@ impl LoadConfig {
         }
         if self.mode.users() == 0 {
             bail!("users must be at least 1");
+        }
+        if !(0.0..=100.0).contains(&self.write_percent) {
+            bail!("the write share must be a percentage from 0 to 100");
         }
         if let Mode::Open {
             rate,
@@ -227,6 +235,7 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<Report> {
         let shared = shared.clone();
         let password = config.password.clone();
         let seed = config.seed;
+        let write_percent = config.write_percent;
         logins.spawn(async move {
             let email = format!("admin@tenant{tenant}.example");
             login(&shared, &target, &email, &password)
@@ -234,7 +243,7 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<Report> {
                 .map(|token| VirtualUser {
                     target,
                     token,
-                    state: Mutex::new(UserState::new(seed, i)),
+                    state: Mutex::new(UserState::new(seed, i, write_percent)),
                 })
         });
     }

@@ -37,6 +37,10 @@ struct Cli {
     /// The seeded users' password.
     #[arg(long, default_value = "strata-demo")]
     password: String,
+    /// Share of the mix's requests that write, in percent (the mix is
+    /// designed at 10); the reads keep their proportions.
+    #[arg(long, default_value_t = 10.0)]
+    write_percent: f64,
     /// Zipf exponent of the users' tenant choice (0 = even).
     #[arg(long, default_value_t = 1.0)]
     skew: f64,
@@ -112,6 +116,7 @@ fn config(cli: &Cli) -> anyhow::Result<LoadConfig> {
     config.tenants = cli.tenants.unwrap_or(5);
     config.password = cli.password.clone();
     config.skew = cli.skew;
+    config.write_percent = cli.write_percent;
     config.duration = Duration::from_secs_f64(cli.duration_secs.unwrap_or(default_duration));
     config.warmup = Duration::try_from_secs_f64(cli.warmup_secs)
         .context("--warmup-secs must be a number of seconds, 0 or more")?;

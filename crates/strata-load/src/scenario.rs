@@ -138,6 +138,9 @@ const REMEMBER: usize = 64;
 /// What one virtual user knows and how it chooses.
 pub(crate) struct UserState {
     rng: StdRng,
+    /// The mix this user draws from: [`MIX`], or its weights rescaled to
+    /// another share of writes ([`mix_writing`]).
+    mix: Vec<(Step, u32)>,
     ids: [VecDeque<String>; 5],
     words: [VecDeque<String>; 5],
     serial: u64,
@@ -188,9 +191,12 @@ const LAST_NAMES: [&str; 10] = [
 const FALLBACK_TERMS: [&str; 6] = ["an", "son", "er", "al", "in", "ma"];
 
 impl UserState {
-    pub fn new(seed: u64, user: usize) -> UserState {
+    /// User number `user` of a run seeded with `seed`, writing in
+    /// `write_percent` of its steps (the mix's own 10: [`MIX`] as it is).
+    pub fn new(seed: u64, user: usize, write_percent: f64) -> UserState {
         UserState {
             rng: StdRng::seed_from_u64(seed ^ (user as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            mix: mix_writing(write_percent),
             ids: Default::default(),
             words: Default::default(),
             serial: 0,
@@ -204,7 +210,7 @@ impl UserState {
 
     /// The next request of the mix.
     pub fn next(&mut self) -> Planned {
-        let step = weighted(&mut self.rng, &MIX);
+        let step = weighted(&mut self.rng, &self.mix);
         self.plan(step)
     }
 
@@ -452,21 +458,44 @@ fn weighted<T: Copy>(rng: &mut StdRng, items: &[(T, u32)]) -> T {
     items[items.len() - 1].0
 }
 
+impl Step {
+    fn writes(self) -> bool {
+        matches!(
+            self,
+            Step::CreateContact
+                | Step::CreateTask
+                | Step::PatchDealStage
+                | Step::PatchTaskStatus
+                | Step::PatchContact
+        )
+    }
+}
+
 /// The share of each step that writes, in percent (the mix's design figure).
 pub fn designed_write_percent() -> u32 {
+    MIX.iter().filter(|(s, _)| s.writes()).map(|(_, w)| w).sum()
+}
+
+/// [`MIX`] with `write_percent` % of writes (0 to 100): the reads keep their
+/// proportions among themselves, and so do the writes. The mix's own share
+/// gives [`MIX`] itself, so its runs draw the same steps as before.
+fn mix_writing(write_percent: f64) -> Vec<(Step, u32)> {
+    let designed = f64::from(designed_write_percent());
+    if write_percent == designed {
+        return MIX.to_vec();
+    }
+    let share = write_percent.clamp(0.0, 100.0);
     MIX.iter()
-        .filter(|(s, _)| {
-            matches!(
-                s,
-                Step::CreateContact
-                    | Step::CreateTask
-                    | Step::PatchDealStage
-                    | Step::PatchTaskStatus
-                    | Step::PatchContact
-            )
+        .map(|&(step, weight)| {
+            let scale = if step.writes() {
+                share / designed
+            } else {
+                (100.0 - share) / (100.0 - designed)
+            };
+            // In thousandths of a percent, so the shares come out exact to 1e-5.
+            (step, (f64::from(weight) * scale * 1000.0).round() as u32)
         })
-        .map(|(_, w)| w)
-        .sum()
+        .collect()
 }
 
 /// Chooses tenant numbers (from 1) with Zipf skew: tenant `i` is picked with
@@ -496,6 +525,32 @@ mod tests {
     }
 
     #[test]
+    fn the_write_share_can_be_set() {
+        let writes = |percent: f64| {
+            let mut user = UserState::new(3, 0, percent);
+            // Ids known, so that no patch falls back to a read.
+            for resource in [Resource::Contacts, Resource::Deals, Resource::Tasks] {
+                user.ids[resource.index()].push_back("0190-a".to_owned());
+            }
+            (0..20_000)
+                .filter(|_| user.next().method != Method::GET)
+                .count()
+        };
+        assert_eq!(writes(0.0), 0);
+        assert_eq!(writes(100.0), 20_000);
+        for percent in [2.0, 10.0, 30.0] {
+            let share = writes(percent) as f64 / 20_000.0 * 100.0;
+            assert!((share - percent).abs() < 1.0, "{percent} %: {share} %");
+        }
+        // The mix's own share is the mix itself, step for step.
+        assert_eq!(mix_writing(10.0).len(), MIX.len());
+        assert!(mix_writing(10.0)
+            .iter()
+            .zip(MIX.iter())
+            .all(|(a, b)| a.1 == b.1));
+    }
+
+    #[test]
     fn tenants_are_skewed_towards_the_first() {
         let mut rng = StdRng::seed_from_u64(7);
         let mut counts = [0u32; 5];
@@ -510,7 +565,7 @@ mod tests {
 
     #[test]
     fn learning_from_a_list_gives_gets() {
-        let mut user = UserState::new(1, 0);
+        let mut user = UserState::new(1, 0, 10.0);
         let body =
             br#"{"items":[{"id":"0190-a","last_name":"Knuth"}],"page":1,"per_page":20,"total":1}"#;
         user.learn(Resource::Contacts, body);
