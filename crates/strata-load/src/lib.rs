@@ -84,6 +84,11 @@ impl Mode {
     }
 }
 
+/// Logins in flight at once in the login phase: enough to keep a server's
+/// cores busy hashing passwords, few enough that each answers in well under
+/// a second.
+const LOGINS_AT_ONCE: usize = 16;
+
 /// Everything a run needs.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
@@ -223,8 +228,12 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<Report> {
         .metrics_url
         .clone()
         .map(|url| server::MetricsScraper::new(http.clone(), url, config.metrics_token.clone()));
-    // Login phase: every user logs in once, concurrently, before the clock starts.
+    // Login phase: every user logs in once, before the clock starts, a few
+    // at a time: a login costs the server a password hash (tens of ms of a
+    // core, by design), so hundreds sent at once queue behind each other
+    // there and the last ones outlive the request timeout.
     let login_started = Instant::now();
+    let logging_in = Arc::new(Semaphore::new(LOGINS_AT_ONCE));
     let mut chooser = rand::rngs::StdRng::seed_from_u64(config.seed);
     let mut logins = tokio::task::JoinSet::new();
     let mut users_per_tenant = BTreeMap::new();
@@ -236,7 +245,9 @@ pub async fn run(config: &LoadConfig) -> anyhow::Result<Report> {
         let password = config.password.clone();
         let seed = config.seed;
         let write_percent = config.write_percent;
+        let logging_in = logging_in.clone();
         logins.spawn(async move {
+            let _turn = logging_in.acquire_owned().await;
             let email = format!("admin@tenant{tenant}.example");
             login(&shared, &target, &email, &password)
                 .await
