@@ -39,7 +39,7 @@ struct Cli {
     password: String,
     /// Share of the mix's requests that write, in percent (the mix is
     /// designed at 10); the reads keep their proportions.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = f64::from(strata_load::designed_write_percent()))]
     write_percent: f64,
     /// Zipf exponent of the users' tenant choice (0 = even).
     #[arg(long, default_value_t = 1.0)]
