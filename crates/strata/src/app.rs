@@ -48,6 +48,8 @@ pub struct AppInner {
     /// A hash that login verifies against when the email is unknown, so
     /// unknown and known emails take the same time.
     pub dummy_hash: String,
+    /// The threads logins verify passwords on, behind a bounded queue.
+    pub passwords: auth::password::Verifier,
 }
 
 /// Cheap-to-clone handle to [`AppInner`].
@@ -92,6 +94,7 @@ impl AppState {
             draining: AtomicBool::new(false),
             writes,
             dummy_hash,
+            passwords: auth::password::Verifier::start(),
         })))
     }
 }

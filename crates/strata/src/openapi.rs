@@ -447,7 +447,10 @@ pub fn document() -> Document {
             "429",
             error_response("Too many failed logins; see Retry-After"),
         )
-        .response("503", error_response("Database unavailable"))
+        .response(
+            "503",
+            error_response("Database unavailable, or too many logins at once (`Retry-After`)"),
+        )
         .build();
     doc.paths
         .add_path_operation("/api/auth/login", vec![HttpMethod::Post], login);

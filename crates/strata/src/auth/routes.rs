@@ -13,9 +13,7 @@ use strata_db::repo::auth as repo;
 use utoipa::ToSchema;
 
 use super::store::SessionData;
-use super::{
-    new_token, password, request_token, token_hash, Session, TenantView, UserView, COOKIE,
-};
+use super::{new_token, request_token, token_hash, Session, TenantView, UserView, COOKIE};
 use crate::app::AppState;
 use crate::http::body::InputFields;
 use crate::http::{AppError, FieldError, JsonBody};
@@ -127,7 +125,17 @@ async fn login(
     let stored = user
         .as_ref()
         .map_or_else(|| app.dummy_hash.clone(), |u| u.password_hash.clone());
-    let ok = password::verify_blocking(pass, stored).await && user.is_some();
+    // A storm of logins past the hashing queue is told to come back, not
+    // queued without bound (nor counted as a failure).
+    let matches =
+        app.passwords
+            .verify(pass, stored)
+            .await
+            .map_err(|busy| AppError::Unavailable {
+                message: format!("{busy}; retry in a second"),
+                retry_after: 1,
+            })?;
+    let ok = matches && user.is_some();
     let Some(user) = user.filter(|_| ok) else {
         app.throttle.failed(&email_key);
         app.throttle.failed(&ip_key);

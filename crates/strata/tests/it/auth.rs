@@ -17,6 +17,52 @@ both!(
     writes_are_rate_limited_per_session
 );
 
+/// A login storm larger than the password-hashing queue: every login is
+/// answered at once with a session or a 503 the client can retry (never
+/// queued without bound, never a 401 or a 500), and the server is at once
+/// usable again: the turned-away logins left no work behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_storm_is_turned_away_with_503_not_queued() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let _ = app.tenant("acme").await;
+    let anon = app.anonymous();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let queue = threads * strata::auth::password::WAITING_PER_THREAD;
+    let storm = 4 * queue;
+    let body = json!({"email": "admin@acme.example", "password": "password-acme"});
+    let answers =
+        futures_util::future::join_all((0..storm).map(|_| anon.post("/api/auth/login", &body)))
+            .await;
+
+    let mut tokens = Vec::new();
+    let mut turned_away = 0;
+    for resp in &answers {
+        if resp.status.as_u16() == 503 {
+            resp.assert_error(503, "unavailable");
+            assert_eq!(resp.header("retry-after"), Some("1"), "{}", resp.text);
+            turned_away += 1;
+        } else {
+            resp.assert_status(200);
+            tokens.push(resp.json()["token"].as_str().expect("token").to_owned());
+        }
+    }
+    // All arrive well before the queue's ~1 s of work is done.
+    assert!(
+        turned_away >= queue,
+        "{turned_away} of {storm} logins turned away; the queue holds {queue}"
+    );
+    assert!(!tokens.is_empty(), "the queue's logins succeeded");
+    for token in [tokens.first(), tokens.last()].into_iter().flatten() {
+        Client::new(&app.base, Some(token.clone()))
+            .get("/api/auth/me")
+            .await
+            .assert_status(200);
+    }
+    // Turned away is not a failed attempt: no throttling follows.
+    let mut again = app.anonymous();
+    again.login("admin@acme.example", "password-acme").await;
+}
+
 async fn login_returns_session_usable_by_cookie_and_bearer(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let _ = app.tenant("acme").await;
