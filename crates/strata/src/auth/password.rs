@@ -38,8 +38,9 @@ pub async fn hash_blocking(password: String) -> anyhow::Result<String> {
 type Job = Box<dyn FnOnce() + Send>;
 
 /// Verifications that may wait per hashing thread before a login is turned
-/// away. One takes 15–40 ms on the machines measured here, so a full queue
-/// is about a second of work: a client waits less than that, or is told at
+/// away. One takes about 16 ms on the machine of bench/RESULTS.md's login
+/// storms, so a full queue is half a second of work there (more on slower
+/// machines): a client waits about that long at most, or is told at
 /// once to come back (503 + `Retry-After`) instead of timing out.
 pub const WAITING_PER_THREAD: usize = 32;
 
