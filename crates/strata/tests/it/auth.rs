@@ -28,7 +28,7 @@ async fn a_login_storm_is_turned_away_with_503_not_queued() {
     let anon = app.anonymous();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let queue = threads * strata::auth::password::WAITING_PER_THREAD;
-    let storm = 4 * queue;
+    let storm = 8 * queue;
     let body = json!({"email": "admin@acme.example", "password": "password-acme"});
     let answers =
         futures_util::future::join_all((0..storm).map(|_| anon.post("/api/auth/login", &body)))
@@ -46,7 +46,9 @@ async fn a_login_storm_is_turned_away_with_503_not_queued() {
             tokens.push(resp.json()["token"].as_str().expect("token").to_owned());
         }
     }
-    // All arrive well before the queue's ~1 s of work is done.
+    // Arrivals take far less than the queue's half second of work; asking
+    // for an eighth of the storm to be turned away holds even if they took
+    // seconds.
     assert!(
         turned_away >= queue,
         "{turned_away} of {storm} logins turned away; the queue holds {queue}"
