@@ -69,13 +69,23 @@ pub struct Verifier {
 #[error("too many logins at once")]
 pub struct Busy;
 
+/// Hashing threads: one per core.
+fn hashing_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 impl Verifier {
+    /// Verifications that may be queued or running at once before a login
+    /// is turned away: [`WAITING_PER_THREAD`] per hashing thread.
+    pub fn capacity() -> usize {
+        hashing_threads() * WAITING_PER_THREAD
+    }
+
     /// Starts one hashing thread per core.
     pub fn start() -> Verifier {
         let (queue, jobs) = mpsc::channel::<Job>();
         let jobs = Arc::new(Mutex::new(jobs));
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        for i in 0..threads {
+        for i in 0..hashing_threads() {
             let jobs = Arc::clone(&jobs);
             let spawned = std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
@@ -98,7 +108,7 @@ impl Verifier {
         Verifier {
             queue,
             waiting: Arc::new(AtomicUsize::new(0)),
-            limit: threads * WAITING_PER_THREAD,
+            limit: Verifier::capacity(),
             skipped: Arc::new(AtomicU64::new(0)),
         }
     }

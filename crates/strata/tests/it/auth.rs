@@ -26,8 +26,7 @@ async fn a_login_storm_is_turned_away_with_503_not_queued() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let _ = app.tenant("acme").await;
     let anon = app.anonymous();
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let queue = threads * strata::auth::password::WAITING_PER_THREAD;
+    let queue = strata::auth::password::Verifier::capacity();
     let storm = 8 * queue;
     let body = json!({"email": "admin@acme.example", "password": "password-acme"});
     let answers =
