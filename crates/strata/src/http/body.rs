@@ -56,7 +56,8 @@ where
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
+        if let Some(declared) = declared.filter(|&n| n > limit as u64) {
+            discard(req.into_body(), declared, limit).await;
             return Err(AppError::PayloadTooLarge { limit });
         }
         let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit)
@@ -73,6 +74,29 @@ where
             })?;
         parse(&bytes).map(JsonBody)
     }
+}
+
+/// A too-large body is read and dropped, up to this many times the limit,
+/// before the 413 is sent. A client still sending it (most do not wait for
+/// `100 Continue`) would otherwise have its connection closed under it: the
+/// unread bytes make the kernel reset it, and the client sees a broken pipe
+/// instead of the 413 (reqwest did for 4 of 10 bodies of 8 MiB). nginx's
+/// lingering close does the same. Larger bodies are answered at once.
+const DISCARD_UP_TO: u64 = 16;
+/// The most time spent reading a body only to drop it.
+const DISCARD_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads and drops the `declared` bytes of a too-large body, within
+/// [`DISCARD_UP_TO`] times `limit` and [`DISCARD_FOR`].
+async fn discard(body: axum::body::Body, declared: u64, limit: usize) {
+    if declared > (limit as u64).saturating_mul(DISCARD_UP_TO) {
+        return;
+    }
+    let mut body = http_body_util::Limited::new(body, usize::try_from(declared).unwrap_or(0));
+    let _ = tokio::time::timeout(DISCARD_FOR, async {
+        while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {}
+    })
+    .await;
 }
 
 /// Parses a body: syntax errors are 400, a well-formed body that does not
