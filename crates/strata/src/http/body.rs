@@ -3,9 +3,10 @@
 //! Never applies business rules; it only makes sure the body has the shape
 //! of the input type.
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
 use axum::http::header;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -56,22 +57,21 @@ where
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if let Some(declared) = declared.filter(|&n| n > limit as u64) {
-            discard(req.into_body(), declared, limit).await;
+        let mut body = req.into_body();
+        if declared.is_some_and(|n| n > limit as u64) {
+            discard(body, declared, limit).await;
             return Err(AppError::PayloadTooLarge { limit });
         }
-        let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|e| {
-                let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-                while let Some(err) = source {
-                    if err.is::<http_body_util::LengthLimitError>() {
-                        return AppError::PayloadTooLarge { limit };
-                    }
-                    source = err.source();
-                }
-                AppError::bad_request("the request body could not be read")
-            })?;
+        // Without a declared length (chunked), the limit is found while
+        // reading; the rest is then drained like a declared one's.
+        let bytes: Bytes = match Limited::new(&mut body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<LengthLimitError>() => {
+                discard(body, None, limit).await;
+                return Err(AppError::PayloadTooLarge { limit });
+            }
+            Err(_) => return Err(AppError::bad_request("the request body could not be read")),
+        };
         parse(&bytes).map(JsonBody)
     }
 }
@@ -86,15 +86,17 @@ const DISCARD_UP_TO: u64 = 16;
 /// The most time spent reading a body only to drop it.
 const DISCARD_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Reads and drops the `declared` bytes of a too-large body, within
-/// [`DISCARD_UP_TO`] times `limit` and [`DISCARD_FOR`].
-async fn discard(body: axum::body::Body, declared: u64, limit: usize) {
-    if declared > (limit as u64).saturating_mul(DISCARD_UP_TO) {
+/// Reads and drops the rest of a too-large body (all of it when its
+/// length was `declared`), within [`DISCARD_UP_TO`] times `limit` and
+/// [`DISCARD_FOR`].
+async fn discard(body: Body, declared: Option<u64>, limit: usize) {
+    let most = (limit as u64).saturating_mul(DISCARD_UP_TO);
+    if declared.is_some_and(|n| n > most) {
         return;
     }
-    let mut body = http_body_util::Limited::new(body, usize::try_from(declared).unwrap_or(0));
+    let mut body = Limited::new(body, usize::try_from(most).unwrap_or(usize::MAX));
     let _ = tokio::time::timeout(DISCARD_FOR, async {
-        while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {}
+        while let Some(Ok(_)) = body.frame().await {}
     })
     .await;
 }

@@ -346,3 +346,34 @@ async fn slow_headers_are_cut_off() {
         "the request on it was answered first"
     );
 }
+
+/// A body sent in chunks (no declared length) past the limit: the server
+/// finds the limit while reading, then reads and drops the rest before its
+/// 413, so a client still sending gets the answer, not a reset connection
+/// (answering at the limit reset some of these eight-MiB uploads under
+/// their client, which saw a failed send instead of the 413).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_over_the_limit_gets_its_413_while_still_being_sent() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let alice = app.tenant("acme").await;
+    let token = alice.token.clone().expect("token");
+    let mut request = format!(
+        "POST /api/contacts HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
+    let chunk = vec![b' '; 64 * 1024];
+    for _ in 0..128 {
+        request.extend(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend(&chunk);
+        request.extend(b"\r\n");
+    }
+    request.extend(b"0\r\n\r\n");
+    for _ in 0..10 {
+        assert_raw_error(
+            &raw_exchange(&app.base, &request).await,
+            413,
+            "payload_too_large",
+        );
+    }
+    assert_eq!(alice.get("/api/contacts").await.json()["total"], 0);
+}
