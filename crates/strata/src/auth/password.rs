@@ -44,6 +44,13 @@ type Job = Box<dyn FnOnce() + Send>;
 /// once to come back (503 + `Retry-After`) instead of timing out.
 pub const WAITING_PER_THREAD: usize = 32;
 
+/// Password checks asked of the [`Verifier`], by `outcome`: `checked`,
+/// `turned_away` (the queue was full: the login answered 503) and
+/// `skipped` (its login had gone before a thread took it).
+pub const CHECKS: &str = "strata_password_checks_total";
+/// Password checks queued or running, read when `/metrics` is scraped.
+pub const WAITING: &str = "strata_password_checks_waiting";
+
 /// The threads logins verify passwords on: one per core, fed by a bounded
 /// queue.
 ///
@@ -119,6 +126,7 @@ impl Verifier {
     pub async fn verify(&self, password: String, stored: String) -> Result<bool, Busy> {
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.limit {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
+            metrics::counter!(CHECKS, "outcome" => "turned_away").increment(1);
             return Err(Busy);
         }
         let waiting = Arc::clone(&self.waiting);
@@ -131,9 +139,11 @@ impl Verifier {
             if tx.is_closed() {
                 skipped.fetch_add(1, Ordering::Relaxed);
                 waiting.fetch_sub(1, Ordering::AcqRel);
+                metrics::counter!(CHECKS, "outcome" => "skipped").increment(1);
             } else {
                 let matches = verify(&password, &stored);
                 waiting.fetch_sub(1, Ordering::AcqRel);
+                metrics::counter!(CHECKS, "outcome" => "checked").increment(1);
                 let _ = tx.send(matches);
             }
         });

@@ -238,6 +238,7 @@ pub async fn render(State(app): State<AppState>, headers: HeaderMap) -> Result<R
             retry_after: 60,
         });
     };
+    metrics::gauge!(crate::auth::password::WAITING).set(app.passwords.waiting() as f64);
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         handle.render(),

@@ -20,10 +20,14 @@ both!(
 /// A login storm larger than the password-hashing queue: every login is
 /// answered at once with a session or a 503 the client can retry (never
 /// queued without bound, never a 401 or a 500), and the server is at once
-/// usable again: the turned-away logins left no work behind.
+/// usable again: the turned-away logins left no work behind. An operator
+/// sees the storm in `/metrics`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_storm_is_turned_away_with_503_not_queued() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    let app = TestApp::spawn_with(Backend::Sqlite, |config| {
+        config.admin_token = Some("operator".to_owned());
+    })
+    .await;
     let _ = app.tenant("acme").await;
     let anon = app.anonymous();
     let queue = strata::auth::password::Verifier::capacity();
@@ -62,6 +66,35 @@ async fn a_login_storm_is_turned_away_with_503_not_queued() {
     // Turned away is not a failed attempt: no throttling follows.
     let mut again = app.anonymous();
     again.login("admin@acme.example", "password-acme").await;
+
+    // The recorder is the process's, shared with the other tests: its
+    // counts are at least this storm's.
+    let scrape = app
+        .anonymous()
+        .request(
+            Method::GET,
+            "/metrics",
+            None,
+            &[("authorization", "Bearer operator")],
+        )
+        .await;
+    scrape.assert_status(200);
+    let count = |outcome: &str| {
+        let series = format!("strata_password_checks_total{{outcome=\"{outcome}\"}} ");
+        scrape
+            .text
+            .lines()
+            .find_map(|line| line.strip_prefix(series.as_str()))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {series}in {}", scrape.text))
+    };
+    assert!(count("turned_away") >= turned_away as f64);
+    assert!(count("checked") > tokens.len() as f64);
+    assert!(
+        scrape.text.contains("\nstrata_password_checks_waiting "),
+        "the queue's length is published: {}",
+        scrape.text
+    );
 }
 
 async fn login_returns_session_usable_by_cookie_and_bearer(backend: Backend) {
