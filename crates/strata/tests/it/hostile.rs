@@ -44,6 +44,23 @@ async fn raw_exchange(base: &str, request: &[u8]) -> (u16, String) {
     (status, body)
 }
 
+/// A `POST /api/contacts` whose body is sent chunked: `chunks` chunks of
+/// 64 KiB of spaces, no declared length.
+fn chunked_create(token: &str, chunks: usize) -> Vec<u8> {
+    let mut request = format!(
+        "POST /api/contacts HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
+    let chunk = vec![b' '; 64 * 1024];
+    for _ in 0..chunks {
+        request.extend(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend(&chunk);
+        request.extend(b"\r\n");
+    }
+    request.extend(b"0\r\n\r\n");
+    request
+}
+
 /// Asserts a raw answer is `status` in the contract's error shape.
 #[track_caller]
 fn assert_raw_error((status, body): &(u16, String), want: u16, code: &str) {
@@ -269,19 +286,8 @@ async fn header_abuse(backend: Backend) {
         413,
         "payload_too_large",
     );
-    let mut chunked = format!(
-        "POST /api/contacts HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-    )
-    .into_bytes();
-    let chunk = vec![b' '; 64 * 1024];
-    for _ in 0..20 {
-        chunked.extend(format!("{:x}\r\n", chunk.len()).as_bytes());
-        chunked.extend(&chunk);
-        chunked.extend(b"\r\n");
-    }
-    chunked.extend(b"0\r\n\r\n");
     assert_raw_error(
-        &raw_exchange(&base, &chunked).await,
+        &raw_exchange(&base, &chunked_create(&token, 20)).await,
         413,
         "payload_too_large",
     );
@@ -357,17 +363,7 @@ async fn a_chunked_body_over_the_limit_gets_its_413_while_still_being_sent() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let alice = app.tenant("acme").await;
     let token = alice.token.clone().expect("token");
-    let mut request = format!(
-        "POST /api/contacts HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-    )
-    .into_bytes();
-    let chunk = vec![b' '; 64 * 1024];
-    for _ in 0..128 {
-        request.extend(format!("{:x}\r\n", chunk.len()).as_bytes());
-        request.extend(&chunk);
-        request.extend(b"\r\n");
-    }
-    request.extend(b"0\r\n\r\n");
+    let request = chunked_create(&token, 128);
     for _ in 0..10 {
         assert_raw_error(
             &raw_exchange(&app.base, &request).await,
