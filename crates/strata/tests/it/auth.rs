@@ -69,16 +69,7 @@ async fn a_login_storm_is_turned_away_with_503_not_queued() {
 
     // The recorder is the process's, shared with the other tests: its
     // counts are at least this storm's.
-    let scrape = app
-        .anonymous()
-        .request(
-            Method::GET,
-            "/metrics",
-            None,
-            &[("authorization", "Bearer operator")],
-        )
-        .await;
-    scrape.assert_status(200);
+    let scrape = app.scrape_metrics("operator").await;
     let count = |outcome: &str| {
         let series = format!("strata_password_checks_total{{outcome=\"{outcome}\"}} ");
         scrape

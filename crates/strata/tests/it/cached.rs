@@ -425,11 +425,7 @@ async fn logout_everywhere_and_tenant_isolation_in_every_layer() {
     }
     // Metrics name views, never tenants.
     let m = admin(&a, "/api/admin/cache/metrics").await.to_string();
-    let scrape = a
-        .anonymous()
-        .request(reqwest::Method::GET, "/metrics", None, &[ADMIN])
-        .await
-        .text;
+    let scrape = a.scrape_metrics("operator").await.text;
     for text in [&m, &scrape] {
         assert!(!text.contains(&acme) && !text.contains(&zeta));
     }

@@ -47,15 +47,7 @@ async fn prometheus_metrics(backend: Backend) {
         .get("/metrics")
         .await
         .assert_error(401, "unauthenticated");
-    let scrape = anon
-        .request(
-            Method::GET,
-            "/metrics",
-            None,
-            &[("authorization", "Bearer operator-secret")],
-        )
-        .await;
-    scrape.assert_status(200);
+    let scrape = app.scrape_metrics("operator-secret").await;
     assert!(scrape
         .header("content-type")
         .is_some_and(|c| c.starts_with("text/plain")));

@@ -123,16 +123,7 @@ async fn sessions_read_their_writes_through_a_lagging_replica() {
     .await;
 
     // The router's own figures: reads per target, lag.
-    let scrape = a
-        .anonymous()
-        .request(
-            reqwest::Method::GET,
-            "/metrics",
-            None,
-            &[("authorization", "Bearer operator")],
-        )
-        .await;
-    scrape.assert_status(200);
+    let scrape = a.scrape_metrics("operator").await;
     for needle in [
         "strata_db_queries_total{target=\"replica\"",
         "strata_db_replica_lag_seconds",

@@ -186,6 +186,23 @@ impl TestApp {
         Client::new(&self.base, None)
     }
 
+    /// `GET /metrics` with the operator `token`, asserted 200: the
+    /// Prometheus text.
+    pub async fn scrape_metrics(&self, token: &str) -> Resp {
+        let bearer = format!("Bearer {token}");
+        let scrape = self
+            .anonymous()
+            .request(
+                reqwest::Method::GET,
+                "/metrics",
+                None,
+                &[("authorization", bearer.as_str())],
+            )
+            .await;
+        scrape.assert_status(200);
+        scrape
+    }
+
     /// Creates a tenant with an admin `admin@{name}.example` (password
     /// `password-{name}`) and returns the admin, logged in.
     pub async fn tenant(&self, name: &str) -> Client {
