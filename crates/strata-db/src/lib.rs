@@ -3,6 +3,7 @@
 //! It never sees HTTP, sessions' cookies or cache keys: callers pass a tenant
 //! id they already trust and get rows back.
 
+pub mod change;
 mod error;
 mod gate;
 mod lsn;

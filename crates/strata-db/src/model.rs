@@ -118,7 +118,7 @@ pub struct User {
 }
 
 /// A person the tenant does business with.
-#[derive(Debug, Clone, PartialEq, Serialize, FromRow, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, FromRow, ToSchema)]
 pub struct Contact {
     pub id: Uuid,
     #[serde(skip)]
@@ -135,7 +135,7 @@ pub struct Contact {
 }
 
 /// A sales opportunity.
-#[derive(Debug, Clone, PartialEq, Serialize, FromRow, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, FromRow, ToSchema)]
 pub struct Deal {
     pub id: Uuid,
     #[serde(skip)]
@@ -152,7 +152,7 @@ pub struct Deal {
 }
 
 /// Something to do.
-#[derive(Debug, Clone, PartialEq, Serialize, FromRow, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, FromRow, ToSchema)]
 pub struct Task {
     pub id: Uuid,
     #[serde(skip)]
@@ -180,7 +180,7 @@ pub struct Line {
 }
 
 /// A bill sent to a contact.
-#[derive(Debug, Clone, PartialEq, Serialize, FromRow, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, FromRow, ToSchema)]
 pub struct Invoice {
     pub id: Uuid,
     #[serde(skip)]
@@ -200,7 +200,7 @@ pub struct Invoice {
 }
 
 /// A customer's order.
-#[derive(Debug, Clone, PartialEq, Serialize, FromRow, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, FromRow, ToSchema)]
 pub struct Order {
     pub id: Uuid,
     #[serde(skip)]

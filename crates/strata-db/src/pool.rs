@@ -18,6 +18,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{FromRow, PgPool, Postgres, Sqlite, SqlitePool, Transaction, TransactionManager};
 
+use crate::change::Token;
 use crate::error::{is_connection_error, is_recovery_conflict};
 use crate::lsn::{Lsn, ReadCtx, ReadSource, ServedBy};
 use crate::router::{names, NoReplica, ReplicaSettings, ReplicaStatus, Router};
@@ -677,6 +678,43 @@ impl Db {
         Ok(n)
     }
 
+    /// Runs one write statement whose `RETURNING` clause `T` decodes (on
+    /// PostgreSQL it also returns `live_token`, see `repo::token_column`),
+    /// and names the write by its [`Token`]; `None` when it touched no row.
+    /// Commits and records its position as [`Db::execute`] does.
+    pub(crate) async fn write_returning<T: AnyRow>(
+        &self,
+        stmt: &impl SqlxBinder,
+    ) -> Result<Option<(T, Token)>, DbError> {
+        let primary = match &self.inner.pools {
+            Pools::Postgres { primary, .. }
+                if !self.ctx.as_ref().is_some_and(ReadCtx::is_gated) =>
+            {
+                primary
+            }
+            _ => {
+                let mut tx = self.begin().await?;
+                let Some(row) = tx.write_returning::<T>(stmt).await? else {
+                    return Ok(None);
+                };
+                let token = tx.token().await?;
+                tx.commit().await?;
+                return Ok(Some((row, token)));
+            }
+        };
+        note_wait(primary, None);
+        let mut conn = primary.acquire().await?;
+        let Some(row) = primary_fetch(&mut conn, self.persistent(), stmt).await? else {
+            return Ok(None);
+        };
+        let decoded = T::from_row(&row)?;
+        let token = pg_token(&row)?;
+        if let Some(ctx) = self.ctx.as_ref() {
+            ctx.wrote(commit_position(&mut conn, self.persistent()).await);
+        }
+        Ok(Some((decoded, token)))
+    }
+
     /// Starts a transaction on the primary.
     pub(crate) async fn begin(&self) -> Result<Tx, DbError> {
         let kind = match &self.inner.pools {
@@ -687,6 +725,7 @@ impl Db {
                 TxKind::Postgres(PgTx {
                     conn,
                     open: true,
+                    token: None,
                     persistent: self.persistent(),
                     // The commit position is read only when someone can
                     // use it: a context to record it in (the session's
@@ -695,7 +734,7 @@ impl Db {
                     report_lsn: self.ctx.is_some(),
                 })
             }
-            Pools::Sqlite { writer, .. } => TxKind::Sqlite(writer.begin().await?),
+            Pools::Sqlite { writer, .. } => TxKind::Sqlite(writer.begin().await?, None),
         };
         Ok(Tx {
             kind,
@@ -833,7 +872,8 @@ pub(crate) struct Tx {
 
 enum TxKind {
     Postgres(PgTx),
-    Sqlite(Transaction<'static, Sqlite>),
+    /// With the token the transaction took from `change_seq`, once it has.
+    Sqlite(Transaction<'static, Sqlite>, Option<Token>),
 }
 
 /// A PostgreSQL transaction that keeps its connection after COMMIT, to read
@@ -842,6 +882,8 @@ enum TxKind {
 struct PgTx {
     conn: PoolConnection<Postgres>,
     open: bool,
+    /// The transaction's id, once a `RETURNING` reported it.
+    token: Option<Token>,
     persistent: bool,
     report_lsn: bool,
 }
@@ -860,7 +902,7 @@ impl Tx {
     pub(crate) async fn execute(&mut self, stmt: &impl SqlxBinder) -> Result<u64, DbError> {
         Ok(match &mut self.kind {
             TxKind::Postgres(tx) => primary_execute(&mut tx.conn, tx.persistent, stmt).await?,
-            TxKind::Sqlite(tx) => {
+            TxKind::Sqlite(tx, _) => {
                 let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
                 sqlx::query_with(&sql, values)
                     .execute(&mut **tx)
@@ -868,6 +910,54 @@ impl Tx {
                     .rows_affected()
             }
         })
+    }
+
+    /// Runs a write statement with a `RETURNING` clause that `T` decodes;
+    /// `None` when it touched no row.
+    pub(crate) async fn write_returning<T: AnyRow>(
+        &mut self,
+        stmt: &impl SqlxBinder,
+    ) -> Result<Option<T>, DbError> {
+        match &mut self.kind {
+            TxKind::Postgres(tx) => {
+                let Some(row) = primary_fetch(&mut tx.conn, tx.persistent, stmt).await? else {
+                    return Ok(None);
+                };
+                tx.token = Some(pg_token(&row)?);
+                Ok(Some(T::from_row(&row)?))
+            }
+            TxKind::Sqlite(tx, _) => {
+                let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
+                Ok(sqlx::query_as_with::<_, T, _>(&sql, values)
+                    .fetch_optional(&mut **tx)
+                    .await?)
+            }
+        }
+    }
+
+    /// The transaction's [`Token`]. On PostgreSQL a `RETURNING` of
+    /// [`Tx::write_returning`] reported it; on SQLite the first call moves
+    /// `change_seq` on, inside this transaction, so a read sees the counter
+    /// and the rows change together.
+    pub(crate) async fn token(&mut self) -> Result<Token, DbError> {
+        match &mut self.kind {
+            TxKind::Postgres(tx) => tx.token.ok_or_else(|| {
+                DbError::Config("a write reported no transaction id (RETURNING live_token)".into())
+            }),
+            TxKind::Sqlite(tx, token) => {
+                if let Some(token) = token {
+                    return Ok(*token);
+                }
+                let n = sqlx::query_scalar::<_, i64>(
+                    "UPDATE change_seq SET n = n + 1 WHERE id = 1 RETURNING n",
+                )
+                .fetch_one(&mut **tx)
+                .await?;
+                let t = Token(u64::try_from(n).unwrap_or(0));
+                *token = Some(t);
+                Ok(t)
+            }
+        }
     }
 
     /// Commits; with a context, returns the commit's position (on
@@ -895,7 +985,7 @@ impl Tx {
                 }
                 Ok(Some(lsn))
             }
-            TxKind::Sqlite(tx) => {
+            TxKind::Sqlite(tx, _) => {
                 tx.commit().await?;
                 let position = sqlite_commit_position();
                 if let Some(ctx) = &ctx {
@@ -921,6 +1011,30 @@ async fn primary_execute(
         .execute(&mut **conn)
         .await?
         .rows_affected())
+}
+
+/// Runs one write statement with a `RETURNING` clause on a primary
+/// connection, counted as a primary query; the row it returned, if any.
+async fn primary_fetch(
+    conn: &mut PoolConnection<Postgres>,
+    persistent: bool,
+    stmt: &impl SqlxBinder,
+) -> Result<Option<PgRow>, sqlx::Error> {
+    metrics::counter!(names::QUERIES, "target" => "primary").increment(1);
+    let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
+    sqlx::query_with(&sql, values)
+        .persistent(persistent)
+        .fetch_optional(&mut **conn)
+        .await
+}
+
+/// The transaction id a PostgreSQL write returned as `live_token`.
+fn pg_token(row: &PgRow) -> Result<Token, DbError> {
+    use sqlx::Row;
+    let text: String = row.try_get("live_token")?;
+    text.parse::<u64>()
+        .map(Token)
+        .map_err(|_| DbError::Config(format!("not a transaction id: {text:?}")))
 }
 
 /// The primary's WAL position, read on `conn` right after a commit returned

@@ -39,6 +39,11 @@ async fn dashboard(
     session: Session,
     held: IfNoneMatch,
 ) -> Result<Response, AppError> {
+    if let Some(store) = app.cache.live() {
+        let reader = session.reader(View::Dashboard);
+        let stats = store.dashboard(&session.db(&app), reader).await?;
+        return Ok(respond(StatusCode::OK, &stats, &held));
+    }
     let tenant = session.tenant_id();
     let stats = session
         .read(&app, View::Dashboard, KEY.to_owned(), load(tenant))

@@ -13,9 +13,10 @@ use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::cache::live::Reader;
 use crate::cache::View;
 use crate::dashboard;
-use crate::http::query::{list_key, parse_list};
+use crate::http::query::{list_key, parse_list, window_key};
 use crate::resources::{load_list, ApiResource};
 
 /// Warms running at once across all tenants.
@@ -87,7 +88,11 @@ async fn warm(app: &AppState, tenant: Uuid) -> &'static str {
         return "stopped"; // Shutting down.
     };
     let cache = &app.cache;
-    if cache
+    if let Some(store) = cache.live() {
+        if store.has_dashboard(tenant) {
+            return "already_warm";
+        }
+    } else if cache
         .contains(tenant, View::Dashboard, dashboard::KEY.to_owned())
         .await
     {
@@ -101,17 +106,20 @@ async fn warm(app: &AppState, tenant: Uuid) -> &'static str {
             failed = true;
         }
     };
-    outcome(
-        cache
-            .warm(
-                db,
-                tenant,
-                View::Dashboard,
-                dashboard::KEY.to_owned(),
-                dashboard::load(tenant),
-            )
-            .await,
-    );
+    match cache.live() {
+        Some(store) => outcome(store.dashboard(db, anonymous(tenant)).await.map(drop)),
+        None => outcome(
+            cache
+                .warm(
+                    db,
+                    tenant,
+                    View::Dashboard,
+                    dashboard::KEY.to_owned(),
+                    dashboard::load(tenant),
+                )
+                .await,
+        ),
+    }
     outcome(warm_list::<Contact>(app, tenant, "").await);
     outcome(warm_list::<Task>(app, tenant, "").await);
     outcome(warm_list::<Deal>(app, tenant, "open=true").await);
@@ -131,6 +139,13 @@ async fn warm_list<R: ApiResource>(
     query: &str,
 ) -> Result<(), crate::http::AppError> {
     let params = parse_list(&R::SPEC, Some(query))?;
+    if let Some(store) = app.cache.live() {
+        let key = window_key(&params);
+        return store
+            .list::<R>(&app.db, anonymous(tenant), params, key)
+            .await
+            .map(drop);
+    }
     let key = list_key(&params);
     app.cache
         .warm(
@@ -141,4 +156,13 @@ async fn warm_list<R: ApiResource>(
             load_list::<R>(tenant, params),
         )
         .await
+}
+
+/// Warming reads as nobody in particular: no own writes to include.
+fn anonymous(tenant: Uuid) -> Reader {
+    Reader {
+        tenant,
+        own: 0,
+        unsynced: 0,
+    }
 }

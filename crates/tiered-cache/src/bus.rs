@@ -41,6 +41,30 @@ pub(crate) enum Message<'a> {
     /// `a <nonce> <instance>` (on this instance's acknowledgement channel only): `instance` has
     /// applied everything this instance published before its barrier `nonce`.
     Acked { nonce: u64, instance: u64 },
+    /// `c <instance> <seq> <nonce> <payload>`: record `seq` of `instance` for the [`Feed`]
+    /// (crate::Feed), and a barrier: acknowledge it, once applied, like `b`.
+    Change {
+        instance: u64,
+        seq: u64,
+        nonce: u64,
+        payload: &'a str,
+    },
+    /// `h <instance> <seq>`: `instance` has numbered its records up to `seq`.
+    Heartbeat { instance: u64, seq: u64 },
+    /// `l <instance> <seq>`: `instance` stops, having numbered its records up to `seq`.
+    Left { instance: u64, seq: u64 },
+}
+
+pub(crate) fn change(instance: u64, seq: u64, nonce: u64, payload: &str) -> String {
+    format!("c {instance} {seq} {nonce} {payload}")
+}
+
+fn heartbeat(instance: u64, seq: u64) -> String {
+    format!("h {instance} {seq}")
+}
+
+fn left(instance: u64, seq: u64) -> String {
+    format!("l {instance} {seq}")
 }
 
 /// What the invalidation script appends after `i <generation> <position> `.
@@ -71,8 +95,8 @@ pub(crate) fn parse(payload: &str) -> Option<Message<'_>> {
     // (which may themselves contain spaces).
     let (numbers, strings) = match kind {
         "i" => (4, true),
-        "d" => (3, true),
-        "b" | "a" => (2, false),
+        "d" | "c" => (3, true),
+        "b" | "a" | "h" | "l" => (2, false),
         _ => return None,
     };
     let mut fields = rest.splitn(numbers + usize::from(strings), ' ');
@@ -90,10 +114,26 @@ pub(crate) fn parse(payload: &str) -> Option<Message<'_>> {
                 nonce: n[0],
                 instance: n[1],
             }),
+            ("h", None) => Some(Message::Heartbeat {
+                instance: n[0],
+                seq: n[1],
+            }),
+            ("l", None) => Some(Message::Left {
+                instance: n[0],
+                seq: n[1],
+            }),
             _ => None,
         };
     }
     let rest = fields.next()?;
+    if kind == "c" {
+        return Some(Message::Change {
+            instance: n[0],
+            seq: n[1],
+            nonce: n[2],
+            payload: rest,
+        });
+    }
     let split = |len: u64| {
         let len = usize::try_from(len).ok()?;
         Some((rest.get(..len)?, rest.get(len..)?))
@@ -229,7 +269,7 @@ async fn run(
                 // Only now, with the SUBSCRIBE confirmed, may generations be trusted again:
                 // any bump from here on reaches us.
                 inner.gens.bus_up();
-                inner.stats.bus(true);
+                inner.bus_state(true);
                 tracing::info!(channel = l2.channel(), "invalidation bus subscribed");
                 if let Some(r) = ready.take() {
                     let _ = r.send(());
@@ -251,7 +291,16 @@ async fn run(
             let _ = r.send(());
         }
         match ended {
-            Ended::Stopped => return,
+            Ended::Stopped => {
+                // Peers that heard our records forget us without suspecting a loss.
+                let message = left(inner.instance, inner.publishers.last_seq());
+                let _ = tokio::time::timeout(
+                    l2.connect_timeout(),
+                    l2.publish(&inner.stats, l2.channel(), &message),
+                )
+                .await;
+                return;
+            }
             Ended::Lost => {
                 if inner.stats.bus_connected() {
                     tracing::warn!("invalidation bus lost; generations will be re-read from Redis");
@@ -259,7 +308,7 @@ async fn run(
                 // From here on nothing learned can be trusted beyond one request: a bump may
                 // be published while we are not listening.
                 inner.gens.bus_down();
-                inner.stats.bus(false);
+                inner.bus_state(false);
             }
         }
         tokio::select! {
@@ -296,6 +345,19 @@ async fn listen(
                     return Ended::Lost;
                 }
                 inner.replay_pending().await;
+                if let Some(feed) = inner.feed.get() {
+                    if inner.publishers.check(std::time::Instant::now()) {
+                        tracing::info!("a change record may have been lost on the bus; the feed starts again");
+                        feed.gap();
+                    }
+                    let inner = inner.clone();
+                    tokio::spawn(async move {
+                        if let Some(l2) = &inner.l2 {
+                            let message = heartbeat(inner.instance, inner.publishers.last_seq());
+                            l2.publish(&inner.stats, l2.channel(), &message).await;
+                        }
+                    });
+                }
             }
         }
     }
@@ -342,18 +404,55 @@ fn apply(inner: &Arc<Inner>, payload: &[u8]) {
         Message::Barrier { instance, nonce } if instance == inner.instance => {
             inner.acks.ack(nonce, instance);
         }
-        Message::Barrier { instance, nonce } => {
-            let inner = inner.clone();
-            tokio::spawn(async move {
-                if let Some(l2) = &inner.l2 {
-                    let channel = ack_channel(l2.channel(), instance);
-                    let message = acked(nonce, inner.instance);
-                    l2.publish(&inner.stats, &channel, &message).await;
-                }
-            });
-        }
+        Message::Barrier { instance, nonce } => acknowledge(inner, instance, nonce),
         Message::Acked { nonce, instance } => inner.acks.ack(nonce, instance),
+        Message::Change {
+            instance, nonce, ..
+        } if instance == inner.instance => {
+            // Applied by the publisher itself before it published.
+            inner.acks.ack(nonce, instance);
+        }
+        Message::Change {
+            instance,
+            seq,
+            nonce,
+            payload,
+        } => {
+            inner
+                .publishers
+                .record(instance, seq, std::time::Instant::now());
+            if let Some(feed) = inner.feed.get() {
+                feed.record(payload);
+            }
+            acknowledge(inner, instance, nonce);
+        }
+        Message::Heartbeat { instance, .. } | Message::Left { instance, .. }
+            if instance == inner.instance => {}
+        Message::Heartbeat { instance, seq } => {
+            inner
+                .publishers
+                .heartbeat(instance, seq, std::time::Instant::now());
+        }
+        Message::Left { instance, seq } => {
+            if !inner.publishers.left(instance, seq) {
+                if let Some(feed) = inner.feed.get() {
+                    feed.gap();
+                }
+            }
+        }
     }
+}
+
+/// Tells `instance` that everything it published before its barrier `nonce` is applied here.
+fn acknowledge(inner: &Arc<Inner>, instance: u64, nonce: u64) {
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        if let Some(l2) = &inner.l2 {
+            let channel = ack_channel(l2.channel(), instance);
+            let message = acked(nonce, inner.instance);
+            l2.publish(&inner.stats, &channel, &message).await;
+        }
+    });
 }
 
 #[cfg(test)]
@@ -398,6 +497,30 @@ mod tests {
                 instance: 4
             })
         );
+        assert_eq!(
+            parse(&change(3, 4, 5, "{\"a\": 1} x")),
+            Some(Message::Change {
+                instance: 3,
+                seq: 4,
+                nonce: 5,
+                payload: "{\"a\": 1} x"
+            })
+        );
+        assert_eq!(
+            parse(&heartbeat(3, 9)),
+            Some(Message::Heartbeat {
+                instance: 3,
+                seq: 9
+            })
+        );
+        assert_eq!(
+            parse(&left(3, 9)),
+            Some(Message::Left {
+                instance: 3,
+                seq: 9
+            })
+        );
+        assert_eq!(parse("c 1 2"), None);
         assert_eq!(parse("b 1 2 3"), None);
         assert_eq!(parse("a 1"), None);
         assert_eq!(parse("i 1 2"), None);

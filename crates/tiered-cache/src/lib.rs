@@ -11,6 +11,7 @@ mod breaker;
 mod bus;
 mod config;
 mod error;
+mod feed;
 mod fence;
 mod fill;
 mod flight;
@@ -32,9 +33,12 @@ use tokio::sync::oneshot;
 
 pub use config::{CacheBuilder, Policy};
 pub use error::{BuildError, CacheError};
+pub use feed::Feed;
 pub use fill::{FillContext, Filled, StoreCondition};
 pub use key::{Key, Namespace};
-pub use stats::{BreakerState, Health, L2Status, LabelStats, LayerStats, StatsSnapshot};
+pub use stats::{
+    BreakerState, FillOutcome, Health, L2Status, LabelStats, LayerStats, StatsSnapshot,
+};
 
 use breaker::Breaker;
 use fence::Fences;
@@ -44,7 +48,7 @@ use generations::{Generations, Lookup, Resolved};
 use key::{L1Key, L1KeyRef};
 use l1::L1;
 use l2::{Stored, L2};
-use stats::{FillOutcome, Layer, Stats};
+use stats::{Layer, Stats};
 
 /// A two-tier cache-aside: L1 in this process, L2 in Redis (optional), invalidated per
 /// namespace on every instance. Cheap to clone (all clones share one cache).
@@ -78,6 +82,13 @@ pub(crate) struct Inner {
     pub(crate) fences: Fences,
     pub(crate) acks: bus::Acks,
     sync_timeout: Duration,
+    /// Views kept beside the cache from the bus' change records, once attached.
+    pub(crate) feed: std::sync::OnceLock<Arc<dyn Feed>>,
+    /// Who numbered which records (see `feed`).
+    pub(crate) publishers: feed::Publishers,
+    /// Held while the bus state and the feed's trust change together, so the feed never
+    /// hears them out of order.
+    trust_lock: Mutex<()>,
 }
 
 impl TieredCache {
@@ -125,6 +136,9 @@ impl TieredCache {
             fences: Fences::new(b.fill_timeout),
             acks: bus::Acks::default(),
             sync_timeout: b.l2_timeout,
+            feed: std::sync::OnceLock::new(),
+            publishers: feed::Publishers::default(),
+            trust_lock: Mutex::new(()),
         });
         let mut cache = TieredCache {
             inner: inner.clone(),
@@ -431,31 +445,75 @@ impl TieredCache {
     /// the channel).
     pub async fn sync_peers(&self) {
         let inner = &self.inner;
-        let Some(l2) = &inner.l2 else { return };
-        if !inner.stats.bus_connected() {
+        if inner.l2.is_none() || !inner.stats.bus_connected() {
             return;
         }
         let (nonce, acked) = inner.acks.open();
         let message = bus::barrier(inner.instance, nonce);
-        let wait = async {
-            let listeners = l2.publish(&inner.stats, l2.channel(), &message).await?;
-            inner.acks.expect(nonce, listeners);
-            acked.await.ok()
-        };
-        let outcome = tokio::time::timeout(inner.sync_timeout, wait).await;
-        let heard = inner.acks.close(nonce);
-        if outcome.is_err() {
-            inner.stats.sync_timeout();
-            if inner.stats.sync_warning_due() {
-                tracing::warn!(
-                    acknowledged = heard,
-                    timeout_ms = inner.sync_timeout.as_millis() as u64,
-                    "a bus barrier was not acknowledged by every subscriber in time: an \
-                     instance is overloaded, or something other than a cache subscribes to the \
-                     channel"
-                );
-            }
+        inner.barrier(nonce, acked, &message, true).await;
+    }
+
+    /// Whether this cache has Redis (an L2 and a bus) configured.
+    pub fn has_redis(&self) -> bool {
+        self.inner.l2.is_some()
+    }
+
+    /// Attaches the views kept up to date from the bus' change records ([`Feed`]); at most one
+    /// per cache (`false` if one is attached already). The feed hears at once whether it can
+    /// trust the bus now.
+    pub fn attach_feed(&self, feed: Arc<dyn Feed>) -> bool {
+        let inner = &self.inner;
+        let _state = inner.trust_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.feed.set(feed.clone()).is_err() {
+            return false;
         }
+        feed.trust(inner.l2.is_none() || inner.stats.bus_connected());
+        true
+    }
+
+    /// Publishes a change record to every other instance's [`Feed`] and waits, as
+    /// [`sync_peers`](Self::sync_peers) does, until each has applied it (the caller applies it
+    /// here itself, before). `true` when every listener acknowledged it, or there is no Redis
+    /// (no other instance); `false` when Redis did not take it, this instance's bus is down
+    /// (no acknowledgement can reach it), or a listener did not answer within the L2 timeout.
+    /// A record that was not delivered shows as a hole in this instance's numbering, which
+    /// every listener notices within a heartbeat or two ([`Feed::gap`]).
+    pub async fn publish(&self, payload: &str) -> bool {
+        let inner = &self.inner;
+        if inner.l2.is_none() {
+            return true;
+        }
+        let seq = inner.publishers.next_seq();
+        let listening = inner.stats.bus_connected();
+        let (nonce, acked) = inner.acks.open();
+        let message = bus::change(inner.instance, seq, nonce, payload);
+        inner.barrier(nonce, acked, &message, listening).await
+    }
+
+    /// Counts a read of a view kept outside this cache (a [`Feed`]'s) under `label`: an L1 hit
+    /// or miss, in the same counters as the cache's own.
+    pub fn count_read(&self, label: &str, hit: bool) {
+        let stats = &self.inner.stats;
+        if hit {
+            stats.hit(Layer::L1, label);
+        } else {
+            stats.miss(Layer::L1, label);
+        }
+    }
+
+    /// Counts a fill of a view kept outside this cache, as the cache counts its own.
+    pub fn count_fill(&self, label: &str, outcome: FillOutcome, took: Duration) {
+        self.inner.stats.fill(label, outcome, took);
+    }
+
+    /// Counts an entry of a view kept outside this cache stored from another view's fill.
+    pub fn count_primed(&self, label: &str) {
+        self.inner.stats.primed(label);
+    }
+
+    /// Counts a miss that waited for another reader's fill of a view kept outside this cache.
+    pub fn count_coalesced(&self, label: &str) {
+        self.inner.stats.coalesced(label);
     }
 
     /// The counters since the cache was built or [`reset_stats`](Self::reset_stats) was last
@@ -528,6 +586,59 @@ impl<E> std::fmt::Display for FillFailure<'_, E> {
 }
 
 impl Inner {
+    /// Records the bus' state and tells the feed, together (see `trust_lock`). A new
+    /// subscription forgets every publisher: what they sent before it is not ours to miss.
+    pub(crate) fn bus_state(&self, connected: bool) {
+        let _state = self.trust_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if connected {
+            self.publishers.reset();
+        }
+        self.stats.bus(connected);
+        if let Some(feed) = self.feed.get() {
+            feed.trust(connected);
+        }
+    }
+
+    /// Publishes a barrier `message` (a `b` or a `c`) and waits for every listener's
+    /// acknowledgement, within the L2 timeout. `listening`: this instance's bus is subscribed,
+    /// so acknowledgements can reach it (else nothing is waited for).
+    async fn barrier(
+        &self,
+        nonce: u64,
+        acked: oneshot::Receiver<()>,
+        message: &str,
+        listening: bool,
+    ) -> bool {
+        let Some(l2) = &self.l2 else { return true };
+        let wait = async {
+            let listeners = l2.publish(&self.stats, l2.channel(), message).await?;
+            if !listening {
+                return None;
+            }
+            self.acks.expect(nonce, listeners);
+            acked.await.ok()
+        };
+        let outcome = tokio::time::timeout(self.sync_timeout, wait).await;
+        let heard = self.acks.close(nonce);
+        match outcome {
+            Ok(Some(())) => true,
+            Ok(None) => false,
+            Err(_) => {
+                self.stats.sync_timeout();
+                if self.stats.sync_warning_due() {
+                    tracing::warn!(
+                        acknowledged = heard,
+                        timeout_ms = self.sync_timeout.as_millis() as u64,
+                        "a bus barrier was not acknowledged by every subscriber in time: an \
+                         instance is overloaded, or something other than a cache subscribes to \
+                         the channel"
+                    );
+                }
+                false
+            }
+        }
+    }
+
     /// The generation to use for `ns` now: the mirror's if trusted, else Redis', else whatever
     /// is known locally (then `fresh` is false and only young L1 entries are served).
     async fn resolve(&self, ns: &Namespace, now: Instant) -> Resolved {

@@ -301,12 +301,18 @@ pub(crate) enum Layer {
     L2,
 }
 
+/// How a fill ended, as counted in `tiered_cache_fills_total{outcome}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum FillOutcome {
+pub enum FillOutcome {
+    /// Its value was kept.
     Stored = 0,
+    /// Its value was not kept: it could not be shown to be current.
     Refused,
+    /// Its value was not kept: what it read was changed while it ran.
     Discarded,
+    /// The read failed.
     Error,
+    /// The read took longer than the fill timeout.
     Timeout,
 }
 

@@ -6,8 +6,12 @@
 //! row of another tenant through: every statement is scoped by `tenant_id`.
 
 pub mod auth;
+pub mod eval;
+mod live;
 mod resources;
 pub mod stats;
+
+pub use live::{window, WindowRead};
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use sea_query::{
@@ -17,7 +21,8 @@ use sea_query::{
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::pool::{AnyRow, Target};
+use crate::change::{Image, Token, Written};
+use crate::pool::{AnyRow, Backend, Target};
 use crate::{Db, DbError};
 
 /// A sortable field: its API name, the column behind it, and whether it can
@@ -28,6 +33,12 @@ pub struct SortField {
     pub field: &'static str,
     pub column: &'static str,
     pub nullable: bool,
+    /// Sorted by the database's `lower()` of the column compared as bytes
+    /// (`COLLATE "C"` on PostgreSQL, SQLite's BINARY): the same order on
+    /// both backends, and one a cache reproduces exactly from the lowered
+    /// values the database returns ([`crate::change::Lowered`]). The
+    /// column must be one of the resource's [`Spec::search`] columns.
+    pub text: bool,
 }
 
 /// How one list filter parameter is read and applied.
@@ -70,6 +81,9 @@ pub struct Spec {
     pub columns: &'static [&'static str],
     pub sorts: &'static [SortField],
     /// Columns that `q` searches, case-insensitively, anywhere in the text.
+    /// Their lowered values come with every row a cache keeps
+    /// ([`crate::change::Lowered`], in this order), so they also cover the
+    /// columns of text sorts and case-insensitive filters.
     pub search: &'static [&'static str],
     pub filters: &'static [FilterSpec],
 }
@@ -275,12 +289,38 @@ fn matching(spec: &Spec, tenant: Uuid, params: &ListParams, now: DateTime<Utc>) 
     query
 }
 
+/// What a row is sorted by: its column, or for a text sort the database's
+/// `lower()` of it compared as bytes.
+fn sort_expr(sort: &SortField, backend: Backend) -> SimpleExpr {
+    if !sort.text {
+        return col(sort.column).into();
+    }
+    match backend {
+        Backend::Postgres => Expr::cust(format!("lower(\"{}\") COLLATE \"C\"", sort.column)),
+        Backend::Sqlite => Expr::cust(format!("lower(\"{}\")", sort.column)),
+    }
+}
+
+/// The alias a lowered search column is selected under.
+fn lowered_alias(column: &str) -> String {
+    format!("lower_{column}")
+}
+
+/// Adds the lowered values of the spec's search columns to a select or a
+/// `RETURNING` list, as [`Lowered`] decodes them.
+fn lowered_exprs(spec: &Spec) -> impl Iterator<Item = (SimpleExpr, Alias)> + '_ {
+    spec.search
+        .iter()
+        .map(|c| (Func::lower(col(c)).into(), Alias::new(lowered_alias(c))))
+}
+
 /// The statements behind a list: the page, and the count of all matches.
 pub fn list_statements(
     spec: &Spec,
     tenant: Uuid,
     params: &ListParams,
     now: DateTime<Utc>,
+    backend: Backend,
 ) -> (SelectStatement, SelectStatement) {
     let base = matching(spec, tenant, params, now);
     let (order, nulls) = if params.descending {
@@ -290,10 +330,11 @@ pub fn list_statements(
     };
     let mut page = base.clone();
     page.columns(spec.columns.iter().map(|c| Alias::new(*c)));
+    let key = sort_expr(params.sort, backend);
     if params.sort.nullable {
-        page.order_by_with_nulls(Alias::new(params.sort.column), order.clone(), nulls);
+        page.order_by_expr_with_nulls(key, order.clone(), nulls);
     } else {
-        page.order_by(Alias::new(params.sort.column), order.clone());
+        page.order_by_expr(key, order.clone());
     }
     // The id breaks ties so that pages never repeat or skip a row.
     page.order_by(Alias::new("id"), order)
@@ -311,7 +352,7 @@ pub async fn list<R: Resource>(
     params: &ListParams,
     now: DateTime<Utc>,
 ) -> Result<(Vec<R>, i64), DbError> {
-    let (page, count) = list_statements(&R::SPEC, tenant, params, now);
+    let (page, count) = list_statements(&R::SPEC, tenant, params, now, db.backend());
     // How to find a search's rows depends on its text (see `planned_per_call`).
     let searching;
     let db = if params.q.as_deref().is_some_and(|q| !q.is_empty()) {
@@ -336,7 +377,7 @@ pub async fn explain_list(
     params: &ListParams,
     now: DateTime<Utc>,
 ) -> Result<Option<[Vec<String>; 2]>, DbError> {
-    let (page, count) = list_statements(spec, tenant, params, now);
+    let (page, count) = list_statements(spec, tenant, params, now, Backend::Postgres);
     let (Some(page), Some(count)) = (db.explain(&page).await?, db.explain(&count).await?) else {
         return Ok(None);
     };
@@ -359,14 +400,21 @@ pub async fn get<R: Resource>(db: &Db, tenant: Uuid, id: Uuid) -> Result<Option<
 }
 
 /// One row of the tenant, from the primary: the current version, as a write
-/// about to change it must see.
+/// about to change it must see, with its lowered texts (the image a change
+/// record carries of the row before the write).
 pub async fn get_current<R: Resource>(
     db: &Db,
     tenant: Uuid,
     id: Uuid,
-) -> Result<Option<R>, DbError> {
-    db.fetch_optional(Target::Primary, &by_id(&R::SPEC, tenant, id))
-        .await
+) -> Result<Option<Image<R>>, DbError> {
+    let mut stmt = by_id(&R::SPEC, tenant, id);
+    for (expr, alias) in lowered_exprs(&R::SPEC) {
+        stmt.expr_as(expr, alias);
+    }
+    Ok(db
+        .fetch_optional::<live::WithLowered<R>>(Target::Primary, &stmt)
+        .await?
+        .map(live::WithLowered::into_image))
 }
 
 /// Whether the tenant has a row with this id in the table (checked on the
@@ -417,8 +465,29 @@ async fn write_tags<R: Resource>(
     Ok(())
 }
 
-/// Stores a new row of the tenant.
-pub async fn insert<R: Resource>(db: &Db, tenant: Uuid, row: &R) -> Result<(), DbError> {
+/// What a write's `RETURNING` lists: the lowered texts of the row, and on
+/// PostgreSQL the transaction id (`live_token`; SQLite's token comes from
+/// `change_seq` instead).
+fn returning(spec: &Spec, backend: Backend, all_columns: bool) -> sea_query::ReturningClause {
+    let mut exprs: Vec<SimpleExpr> = Vec::new();
+    if all_columns {
+        exprs.extend(spec.columns.iter().map(|c| col(c).into()));
+    }
+    // Static names from the spec, never input.
+    exprs.extend(
+        spec.search
+            .iter()
+            .map(|c| Expr::cust(format!("lower(\"{c}\") AS \"{}\"", lowered_alias(c)))),
+    );
+    if backend == Backend::Postgres {
+        exprs.push(Expr::cust("pg_current_xact_id()::text AS live_token"));
+    }
+    Query::returning().exprs(exprs)
+}
+
+/// Stores a new row of the tenant; reports the write's token and the row's
+/// lowered texts.
+pub async fn insert<R: Resource>(db: &Db, tenant: Uuid, row: &R) -> Result<Written, DbError> {
     let mut values = row.values();
     // The tenant column is always the caller's, whatever the row says.
     let tenant_index = R::SPEC.columns.iter().position(|c| *c == "tenant_id");
@@ -430,27 +499,42 @@ pub async fn insert<R: Resource>(db: &Db, tenant: Uuid, row: &R) -> Result<(), D
         .columns(R::SPEC.columns.iter().map(|c| Alias::new(*c)))
         .values(values.into_iter().map(SimpleExpr::from))
         .map_err(|e| DbError::Config(e.to_string()))?
+        .returning(returning(&R::SPEC, db.backend(), false))
         .to_owned();
+    let missing = || DbError::Config("an insert returned no row".into());
     if row.tags().is_none_or(<[String]>::is_empty) {
         // One statement commits by itself: two round trips fewer.
-        db.execute(&stmt).await?;
-        return Ok(());
+        let (lowered, token) = db
+            .write_returning::<live::LoweredRow<R>>(&stmt)
+            .await?
+            .ok_or_else(missing)?;
+        return Ok(Written {
+            token,
+            lowered: lowered.0,
+        });
     }
     let mut tx = db.begin().await?;
-    tx.execute(&stmt).await?;
+    let lowered = tx
+        .write_returning::<live::LoweredRow<R>>(&stmt)
+        .await?
+        .ok_or_else(missing)?;
     write_tags(&mut tx, tenant, row, true).await?;
+    let token = tx.token().await?;
     tx.commit().await?;
-    Ok(())
+    Ok(Written {
+        token,
+        lowered: lowered.0,
+    })
 }
 
 /// Replaces a row of the tenant if it is still the version last read
-/// (`expected_updated_at`); `false` when it changed or vanished meanwhile.
+/// (`expected_updated_at`); `None` when it changed or vanished meanwhile.
 pub async fn update<R: Resource>(
     db: &Db,
     tenant: Uuid,
     row: &R,
     expected_updated_at: DateTime<Utc>,
-) -> Result<bool, DbError> {
+) -> Result<Option<Written>, DbError> {
     let immutable = ["id", "tenant_id", "created_at"];
     let pairs = R::SPEC
         .columns
@@ -464,25 +548,44 @@ pub async fn update<R: Resource>(
         .and_where(col("tenant_id").eq(tenant))
         .and_where(col("id").eq(row.id()))
         .and_where(col("updated_at").eq(expected_updated_at))
+        .returning(returning(&R::SPEC, db.backend(), false))
         .to_owned();
     if row.tags().is_none() {
-        return Ok(db.execute(&stmt).await? > 0);
+        return Ok(db.write_returning::<live::LoweredRow<R>>(&stmt).await?.map(
+            |(lowered, token)| Written {
+                token,
+                lowered: lowered.0,
+            },
+        ));
     }
     let mut tx = db.begin().await?;
-    if tx.execute(&stmt).await? == 0 {
-        return Ok(false);
-    }
+    let Some(lowered) = tx.write_returning::<live::LoweredRow<R>>(&stmt).await? else {
+        return Ok(None);
+    };
     write_tags(&mut tx, tenant, row, false).await?;
+    let token = tx.token().await?;
     tx.commit().await?;
-    Ok(true)
+    Ok(Some(Written {
+        token,
+        lowered: lowered.0,
+    }))
 }
 
-/// Deletes a row of the tenant; `false` when there was none.
-pub async fn delete<R: Resource>(db: &Db, tenant: Uuid, id: Uuid) -> Result<bool, DbError> {
+/// Deletes a row of the tenant; `None` when there was none, else the row as
+/// it was and the write's token.
+pub async fn delete<R: Resource>(
+    db: &Db,
+    tenant: Uuid,
+    id: Uuid,
+) -> Result<Option<(Image<R>, Token)>, DbError> {
     let stmt = Query::delete()
         .from_table(Alias::new(R::SPEC.name))
         .and_where(col("tenant_id").eq(tenant))
         .and_where(col("id").eq(id))
+        .returning(returning(&R::SPEC, db.backend(), true))
         .to_owned();
-    Ok(db.execute(&stmt).await? > 0)
+    Ok(db
+        .write_returning::<live::WithLowered<R>>(&stmt)
+        .await?
+        .map(|(row, token)| (row.into_image(), token)))
 }

@@ -17,6 +17,15 @@ const fn sort(field: &'static str, column: &'static str, nullable: bool) -> Sort
         field,
         column,
         nullable,
+        text: false,
+    }
+}
+
+/// A name sort: by the database's `lower()` of the column, as bytes.
+const fn text_sort(field: &'static str, column: &'static str, nullable: bool) -> SortField {
+    SortField {
+        text: true,
+        ..sort(field, column, nullable)
     }
 }
 
@@ -50,8 +59,8 @@ impl Resource for Contact {
         sorts: &[
             CREATED,
             UPDATED,
-            sort("first_name", "first_name", false),
-            sort("last_name", "last_name", true),
+            text_sort("first_name", "first_name", false),
+            text_sort("last_name", "last_name", true),
         ],
         search: &["first_name", "last_name", "email", "company"],
         filters: &[

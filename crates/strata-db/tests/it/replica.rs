@@ -198,7 +198,8 @@ async fn replica_serves_reads_sessions_read_their_writes_and_outages_fail_nothin
     // Deletes (a plain `execute`) report their position too.
     assert!(repo::delete::<Contact>(&session, tenant, fresh.id)
         .await
-        .expect("delete"));
+        .expect("delete")
+        .is_some());
     assert!(ctx.last_write().is_some_and(|at| at > written));
 
     // 3. Stopping the replica mid-traffic fails no read; reads move to the

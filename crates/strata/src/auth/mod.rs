@@ -31,6 +31,10 @@ use crate::cache::{Loaded, View};
 use crate::http::etag::Tagged;
 use crate::http::AppError;
 
+/// The view label under which a session records a write whose record could not be
+/// confirmed on every instance.
+pub const UNSYNCED: &str = "unsynced";
+
 /// The session cookie's name (the contract fixes it).
 pub const COOKIE: &str = "strata_session";
 
@@ -121,6 +125,56 @@ impl Session {
         };
         // A write earlier in this same request is not in the record yet.
         recorded.max(last(self.ctx.last_write()))
+    }
+
+    /// This session as a reader of the live store's `view`: its latest write to the view,
+    /// and the latest one whose record may not have reached every instance.
+    pub fn reader(&self, view: View) -> crate::cache::live::Reader {
+        let unsynced = self
+            .data
+            .view_writes
+            .as_ref()
+            .and_then(|w| w.iter().find_map(|(l, p)| (l == UNSYNCED).then_some(*p)))
+            .unwrap_or(0);
+        crate::cache::live::Reader {
+            tenant: self.tenant_id(),
+            own: self.own_position(view),
+            unsynced,
+        }
+    }
+
+    /// After a committed write in live mode, before it answers: records its position with
+    /// the session (per view label of `changed`, for reads while the bus is down), applies
+    /// its records here and waits until every instance has applied them. If that cannot be
+    /// confirmed, the session's later reads anywhere take only views read at or after this
+    /// write ([`UNSYNCED`]).
+    pub async fn changed(
+        &self,
+        app: &AppState,
+        records: &[crate::cache::live::Record],
+        changed: &[View],
+    ) {
+        let position = self.ctx.last_write();
+        self.record_position(app, changed, position).await;
+        let mut synced = true;
+        for record in records {
+            synced &= app.cache.publish(record).await;
+        }
+        if !synced && app.cache.tiered().is_some_and(|c| c.has_redis()) {
+            if let Some(lsn) = position {
+                match app
+                    .sessions
+                    .record_write(&self.token_hash, lsn, &[UNSYNCED])
+                    .await
+                {
+                    Ok(()) => app.cache.refresh_session(&self.token_hash).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not record an unconfirmed write with its session")
+                    }
+                }
+                app.cache.sync_peers().await;
+            }
+        }
     }
 
     /// Admits one write of this session, or answers 429 with how long to

@@ -66,6 +66,15 @@ impl Tagged {
         self.0
     }
 
+    /// Bytes held: the tag and the body.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The quoted entity tag.
     pub fn tag(&self) -> &str {
         std::str::from_utf8(&self.0[..TAG_LEN]).unwrap_or("")

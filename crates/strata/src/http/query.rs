@@ -132,6 +132,16 @@ pub fn list_key(params: &ListParams) -> String {
     key
 }
 
+/// The key of the window a live list is served from: [`list_key`] without the page and
+/// page size, since one window serves every page of its list.
+pub fn window_key(params: &ListParams) -> String {
+    let key = list_key(params);
+    match key.find("&s=") {
+        Some(i) => format!("win:{}", &key[i + 1..]),
+        None => key,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use strata_db::model::{Contact, Deal};

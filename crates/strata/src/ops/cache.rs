@@ -43,6 +43,10 @@ struct Metrics {
     l1_max_bytes: u64,
     /// Per view; `sessions` is the local copy of sessions.
     views: std::collections::BTreeMap<String, LabelStats>,
+    /// The live store (tiered mode): records applied, resyncs, views dropped, its size.
+    /// Its entries and bytes are also in `l1_entries` and `l1_bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    live: Option<crate::cache::live::LiveCounts>,
 }
 
 fn metrics_of(mode: &'static str, s: StatsSnapshot, l1_max_bytes: u64) -> Metrics {
@@ -89,6 +93,7 @@ fn metrics_of(mode: &'static str, s: StatsSnapshot, l1_max_bytes: u64) -> Metric
         l1_bytes: s.l1_bytes,
         l1_max_bytes,
         views: s.labels,
+        live: None,
     }
 }
 
@@ -107,13 +112,15 @@ pub async fn metrics(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     authorize(&app, &headers)?;
-    let snapshot = app.cache.snapshot().unwrap_or_default();
-    Ok(Json(metrics_of(
-        mode_name(&app),
-        snapshot,
-        app.cache.l1_max_bytes(),
-    ))
-    .into_response())
+    let mut snapshot = app.cache.snapshot().unwrap_or_default();
+    let live = app.cache.live().map(|l| l.counts());
+    if let Some(l) = &live {
+        snapshot.l1_entries += l.entries;
+        snapshot.l1_bytes += l.bytes;
+    }
+    let mut m = metrics_of(mode_name(&app), snapshot, app.cache.l1_max_bytes());
+    m.live = live;
+    Ok(Json(m).into_response())
 }
 
 /// `GET /api/admin/cache/health`: `degraded` while Redis is configured but
@@ -130,7 +137,12 @@ pub async fn health(State(app): State<AppState>, headers: HeaderMap) -> Result<R
         .into_response());
     };
     let h = cache.health().await;
-    let s = cache.snapshot();
+    let mut s = cache.snapshot();
+    if let Some(l) = app.cache.live() {
+        let (entries, bytes) = l.size();
+        s.l1_entries += entries;
+        s.l1_bytes += bytes;
+    }
     let l2 = match h.l2 {
         L2Status::Disabled => "disabled",
         L2Status::Up => "up",
@@ -139,6 +151,7 @@ pub async fn health(State(app): State<AppState>, headers: HeaderMap) -> Result<R
     let l1_on = app.cache.l1_max_bytes() > 0;
     Ok(Json(json!({
         "status": if h.l2 == L2Status::Down || !h.bus_connected { "degraded" } else { "ok" },
+        "live": app.cache.live().map(|l| json!({"trusted": l.trusted()})),
         "mode": mode_name(&app),
         "l1": {
             "status": if l1_on { "up" } else { "disabled" },
@@ -162,6 +175,9 @@ pub async fn reset(State(app): State<AppState>, headers: HeaderMap) -> Result<Re
     authorize(&app, &headers)?;
     if let Some(cache) = app.cache.tiered() {
         cache.reset_stats();
+    }
+    if let Some(live) = app.cache.live() {
+        live.reset_counts();
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

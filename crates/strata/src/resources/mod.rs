@@ -20,7 +20,9 @@ use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use strata_db::change::{Image, Token};
 use strata_db::model::db_time;
+use strata_db::repo::eval::Facts;
 use strata_db::repo::{self, ListParams, Resource};
 use strata_db::{Db, DbError};
 use utoipa::ToSchema;
@@ -28,10 +30,11 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::Session;
+use crate::cache::live::{self, Record, RowChange};
 use crate::cache::{object_params, Loaded, Read, View};
 use crate::http::body::InputFields;
 use crate::http::etag::{etag, json_with_etag, matches, respond, IfNoneMatch, Tagged};
-use crate::http::query::{list_key, parse_list};
+use crate::http::query::{list_key, parse_list, window_key};
 use crate::http::{AppError, FieldError, Id, JsonBody};
 pub use validate::Errors;
 
@@ -136,12 +139,33 @@ pub fn load_list<R: ApiResource>(
     }
 }
 
+/// A page as response bytes, from rows read directly (deep pages of the live store).
+pub fn page_json<R: Serialize>(
+    items: Vec<R>,
+    page: u32,
+    per_page: u32,
+    total: i64,
+) -> Result<Tagged, AppError> {
+    let page = Page {
+        items,
+        page,
+        per_page,
+        total,
+    };
+    Ok(Tagged::new(to_json(&page)?))
+}
+
 /// Serves one list page of the session's tenant through the cache.
 pub async fn cached_list<R: ApiResource>(
     app: &AppState,
     session: &Session,
     params: ListParams,
 ) -> Result<Tagged, AppError> {
+    if let Some(store) = app.cache.live() {
+        let reader = session.reader(View::List(R::SPEC.name));
+        let key = window_key(&params);
+        return store.list::<R>(&session.db(app), reader, params, key).await;
+    }
     let key = list_key(&params);
     let load = load_list::<R>(session.tenant_id(), params);
     session
@@ -167,6 +191,14 @@ async fn read<R: ApiResource>(
     Id(id): Id,
     held: IfNoneMatch,
 ) -> Result<Response, AppError> {
+    if let Some(store) = app.cache.live() {
+        let reader = session.reader(View::object(R::SPEC.name, id));
+        let row = store
+            .object::<R>(&session.db(&app), reader, id)
+            .await?
+            .ok_or(AppError::NotFound)?;
+        return Ok(respond(StatusCode::OK, &row, &held));
+    }
     let tenant = session.tenant_id();
     let load = move |db: Db| async move {
         match repo::get::<R>(&db, tenant, id).await? {
@@ -199,6 +231,32 @@ fn changed_by<R: ApiResource>(id: Uuid, others: &[&'static str]) -> Vec<View> {
         views.extend(View::all_objects(other));
     }
     views
+}
+
+/// The record of a write of row `id` of `R`: its image before (`old`) and after (`new`).
+fn record_of<R: ApiResource>(
+    session: &Session,
+    id: Uuid,
+    token: Token,
+    old: Option<Image<R>>,
+    new: Option<Image<R>>,
+) -> Result<Record, AppError> {
+    let image = |img: Image<R>| -> Result<(Facts, tiered_cache::Bytes), AppError> {
+        let json = to_json(&img.row)?;
+        Ok((Facts::of(&img.row, img.lowered), json.into()))
+    };
+    Ok(Record::Row(RowChange {
+        tenant: session.tenant_id(),
+        slot: live::slot(R::SPEC.name).ok_or_else(|| {
+            AppError::Internal(anyhow::anyhow!("no live slot for {}", R::SPEC.name))
+        })?,
+        id,
+        token,
+        position: session.ctx.last_write().map_or(0, strata_db::Lsn::as_u64),
+        at: Utc::now().timestamp_micros(),
+        old: old.map(image).transpose()?,
+        new: new.map(image).transpose()?,
+    }))
 }
 
 /// Checks that every id the row points at is a row of the caller's tenant:
@@ -259,14 +317,22 @@ async fn create<R: ApiResource>(
     errors.into_result()?;
     let db = session.db(&app);
     check_references(&db, tenant, &row, None).await?;
-    repo::insert(&db, tenant, &row)
+    let written = repo::insert(&db, tenant, &row)
         .await
         .map_err(write_error(&row))?;
-    // A new row changes lists and totals; no cached object shows it yet.
-    session
-        .wrote(&app, &[View::List(R::SPEC.name), View::Dashboard])
-        .await;
     let bytes = to_json(&row)?;
+    // A new row changes lists and totals; no cached object shows it yet.
+    let views = [View::List(R::SPEC.name), View::Dashboard];
+    if app.cache.live().is_some() {
+        let new = Image {
+            row: row.clone(),
+            lowered: written.lowered,
+        };
+        let record = record_of::<R>(&session, row.id(), written.token, None, Some(new))?;
+        session.changed(&app, &[record], &views).await;
+    } else {
+        session.wrote(&app, &views).await;
+    }
     let mut response = json_with_etag(StatusCode::CREATED, bytes);
     let location = format!("/api/{}/{}", R::SPEC.name, row.id());
     if let Ok(value) = HeaderValue::from_str(&location) {
@@ -298,9 +364,10 @@ async fn patch<R: ApiResource>(
     let db = session.db(&app);
     for _ in 0..PATCH_ATTEMPTS {
         // The primary's copy: the version this write replaces.
-        let current = repo::get_current::<R>(&db, tenant, id)
+        let before = repo::get_current::<R>(&db, tenant, id)
             .await?
             .ok_or(AppError::NotFound)?;
+        let current = before.row.clone();
         if if_match && !matches(&headers, header::IF_MATCH, &etag(&to_json(&current)?)) {
             return Err(stale_if_match());
         }
@@ -315,12 +382,23 @@ async fn patch<R: ApiResource>(
         row.validate(&mut errors);
         errors.into_result()?;
         check_references(&db, tenant, &row, Some(&current)).await?;
-        if repo::update(&db, tenant, &row, current.updated_at())
+        if let Some(written) = repo::update(&db, tenant, &row, current.updated_at())
             .await
             .map_err(write_error(&row))?
         {
-            session.wrote(&app, &changed_by::<R>(id, &[])).await;
-            return Ok(json_with_etag(StatusCode::OK, to_json(&row)?));
+            let bytes = to_json(&row)?;
+            let views = changed_by::<R>(id, &[]);
+            if app.cache.live().is_some() {
+                let new = Image {
+                    row,
+                    lowered: written.lowered,
+                };
+                let record = record_of::<R>(&session, id, written.token, Some(before), Some(new))?;
+                session.changed(&app, &[record], &views).await;
+            } else {
+                session.wrote(&app, &views).await;
+            }
+            return Ok(json_with_etag(StatusCode::OK, bytes));
         }
         if if_match {
             return Err(stale_if_match());
@@ -343,19 +421,36 @@ async fn delete<R: ApiResource>(
     if headers.contains_key(header::IF_MATCH) {
         let current = repo::get_current::<R>(&db, tenant, id)
             .await?
-            .ok_or(AppError::NotFound)?;
+            .ok_or(AppError::NotFound)?
+            .row;
         if !matches(&headers, header::IF_MATCH, &etag(&to_json(&current)?)) {
             return Err(stale_if_match());
         }
     }
     match repo::delete::<R>(&db, tenant, id).await {
-        Ok(true) => {
-            session
-                .wrote(&app, &changed_by::<R>(id, R::DELETE_CHANGES))
-                .await;
+        Ok(Some((old, token))) => {
+            let views = changed_by::<R>(id, R::DELETE_CHANGES);
+            if app.cache.live().is_some() {
+                let mut records = vec![record_of::<R>(&session, id, token, Some(old), None)?];
+                if !R::DELETE_CHANGES.is_empty() {
+                    // `SET NULL` changed rows of these resources that no record names.
+                    records.push(Record::Drop {
+                        tenant,
+                        slots: R::DELETE_CHANGES
+                            .iter()
+                            .filter_map(|r| live::slot(r))
+                            .collect(),
+                        position: session.ctx.last_write().map_or(0, strata_db::Lsn::as_u64),
+                        at: Utc::now().timestamp_micros(),
+                    });
+                }
+                session.changed(&app, &records, &views).await;
+            } else {
+                session.wrote(&app, &views).await;
+            }
             Ok(StatusCode::NO_CONTENT.into_response())
         }
-        Ok(false) => Err(AppError::NotFound),
+        Ok(None) => Err(AppError::NotFound),
         Err(DbError::ForeignKey(_)) => Err(AppError::Conflict(format!(
             "this {} is still referenced (e.g. by invoices); delete or reassign those first",
             R::SPEC.name.trim_end_matches('s')

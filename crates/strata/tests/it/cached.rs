@@ -181,18 +181,22 @@ async fn read_your_writes_on_every_route_and_instance() {
             .expect("orphan listed");
         assert_eq!(item["contact_id"], Value::Null);
     }
-    // The cache served those: hits on both instances.
+    // The cache served those: hits on both instances, each having applied
+    // its own writes' records and the other instance's.
     for app in [&a, &b] {
         let m = admin(app, "/api/admin/cache/metrics").await;
         assert!(m["l1"]["hits"].as_u64().unwrap_or(0) > 0, "{m}");
-        assert!(m["invalidations"].as_u64().unwrap_or(0) > 0, "{m}");
+        assert!(m["live"]["records_own"].as_u64().unwrap_or(0) > 0, "{m}");
+        assert!(m["live"]["records_peers"].as_u64().unwrap_or(0) > 0, "{m}");
     }
 }
 
-/// A row just created is read at once by its session on either instance
-/// (although no cached view was invalidated for it and the replica is 2 s
-/// behind), and another session that asked before the replica had it gets
-/// it within the replica's lag: "no such object" is never cached.
+/// A row just created through the API is read at once by every session on
+/// either instance (its record made it every instance's cached object,
+/// although the replica is 2 s behind). A row the API never heard of (written
+/// straight into the database, as `strata seed` does beside a running server)
+/// may be missing for another session until the replica has it, but no more:
+/// "no such object" is never cached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_created_object_is_read_at_once_and_never_cached_as_missing() {
     let (cluster, _redis, a, b, alice, alice_b) = two_instances("2s").await;
@@ -214,29 +218,19 @@ async fn a_created_object_is_read_at_once_and_never_cached_as_missing() {
             .is_ok_and(|n| n == 1)
     })
     .await;
+    // First, with no write record yet for the tenant (whose position would
+    // send fills to the primary until the replica has replayed it).
     let mut early_misses = 0;
-    for round in 0..4 {
-        let (writer, other) = if round % 2 == 0 {
-            (&alice, &alice_b)
-        } else {
-            (&alice_b, &alice)
-        };
-        let id = writer
-            .create_id("tasks", json!({"title": format!("T{round}")}))
-            .await;
-        let path = format!("/api/tasks/{id}");
-        // Bob asks first, before the replica has the row: a 404 is allowed
+    for round in 0..3 {
+        let id = insert_behind_the_api(&a, tenant, &format!("Behind {round}")).await;
+        let path = format!("/api/contacts/{id}");
+        // Bob asks before the replica has the row: a 404 is allowed
         // (bounded staleness) but must not stick.
         let early = bob.get(&path).await;
         match early.status.as_u16() {
             200 => {}
             404 => early_misses += 1,
             other => panic!("{other}: {}", early.text),
-        }
-        for client in [writer, other, writer] {
-            let task = client.get(&path).await;
-            task.assert_status(200);
-            assert_eq!(task.json()["title"], format!("T{round}"));
         }
         eventually(
             "another session sees the new row",
@@ -248,6 +242,44 @@ async fn a_created_object_is_read_at_once_and_never_cached_as_missing() {
     // The replica really was behind when Bob first asked (else this test
     // proves nothing about what gets cached).
     assert!(early_misses > 0, "every early read found the row");
+    for round in 0..4 {
+        let (writer, other) = if round % 2 == 0 {
+            (&alice, &alice_b)
+        } else {
+            (&alice_b, &alice)
+        };
+        let id = writer
+            .create_id("tasks", json!({"title": format!("T{round}")}))
+            .await;
+        let path = format!("/api/tasks/{id}");
+        for client in [&bob, writer, other, writer] {
+            let task = client.get(&path).await;
+            task.assert_status(200);
+            assert_eq!(task.json()["title"], format!("T{round}"));
+        }
+    }
+}
+
+/// Writes a contact straight into the primary, as a bulk load does: no
+/// cache hears of it.
+async fn insert_behind_the_api(app: &TestApp, tenant: uuid::Uuid, name: &str) -> uuid::Uuid {
+    let now = strata_db::model::db_time(chrono::Utc::now());
+    let row = strata_db::model::Contact {
+        id: uuid::Uuid::now_v7(),
+        tenant_id: tenant,
+        first_name: name.to_owned(),
+        last_name: None,
+        email: None,
+        phone: None,
+        company: Some("Acme".to_owned()),
+        tags: vec!["vip".to_owned()],
+        created_at: now,
+        updated_at: now,
+    };
+    strata_db::repo::insert(&app.db, tenant, &row)
+        .await
+        .expect("insert");
+    row.id
 }
 
 /// Opening an object seen in a list reads no database: the list's fill
@@ -256,22 +288,32 @@ async fn a_created_object_is_read_at_once_and_never_cached_as_missing() {
 /// writer at once, on either instance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_seen_in_a_list_open_without_a_database_read() {
-    let (_cluster, _redis, a, b, alice, alice_b) = two_instances("2s").await;
-    for (name, tags) in [
-        ("Ann", json!(["vip"])),
-        ("Bo", json!([])),
-        ("Cy", json!(["a", "b"])),
-    ] {
-        alice
-            .create(
-                "contacts",
-                json!({"first_name": name, "company": "Acme", "tags": tags}),
-            )
-            .await;
+    let (cluster, _redis, a, b, alice, alice_b) = two_instances("2s").await;
+    // Rows no write record announced, so no instance has their objects yet.
+    let tenant = alice.tenant_id.expect("tenant");
+    for name in ["Ann", "Bo", "Cy"] {
+        insert_behind_the_api(&a, tenant, name).await;
     }
+    let replica = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&cluster.url(cluster.replica_port))
+        .await
+        .expect("replica connection");
+    eventually(
+        "the replica has the rows",
+        Duration::from_secs(30),
+        || async {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM contacts")
+                .fetch_one(&replica)
+                .await
+                .is_ok_and(|n| n == 3)
+        },
+    )
+    .await;
     reset(&a).await;
     reset(&b).await;
-    let page = alice.get("/api/contacts").await;
+    // A list login warming did not fill.
+    let page = alice.get("/api/contacts?tag=vip").await;
     page.assert_status(200);
     let items = page.json()["items"].as_array().cloned().expect("items");
     assert_eq!(items.len(), 3);
@@ -290,7 +332,8 @@ async fn objects_seen_in_a_list_open_without_a_database_read() {
     let m = admin(&a, "/api/admin/cache/metrics").await;
     assert_eq!(view(&m, "contacts.object", "l1.hits"), 3, "{m}");
     assert_eq!(view(&m, "contacts.object", "fills"), 0, "{m}");
-    assert!(view(&m, "contacts.object", "primed") >= 3, "{m}");
+    // (Primed by this list's fill, or by login warming's fill of the first
+    // contacts page before the counters were reset.)
     let m = admin(&b, "/api/admin/cache/metrics").await;
     assert_eq!(view(&m, "contacts.object", "fills"), 3, "{m}");
 
@@ -407,7 +450,8 @@ async fn logout_everywhere_and_tenant_isolation_in_every_layer() {
             assert_eq!(stats["contacts"]["total"], 1);
         }
     }
-    // In Redis, every data key carries exactly one tenant's hash tag.
+    // In Redis, every data key carries exactly one tenant's hash tag (in
+    // tiered mode data views live in each instance, so there may be none).
     let acme = alice.tenant_id.expect("acme").to_string();
     let zeta = zed.tenant_id.expect("zeta").to_string();
     let keys = redis.command(&["KEYS", "strata:c:*"]);
@@ -415,8 +459,6 @@ async fn logout_everywhere_and_tenant_isolation_in_every_layer() {
         .lines()
         .filter(|l| l.starts_with("strata:c:{") && !l.starts_with("strata:c:{sessions/"))
         .collect();
-    assert!(data_keys.iter().any(|k| k.contains(&acme)), "{keys}");
-    assert!(data_keys.iter().any(|k| k.contains(&zeta)), "{keys}");
     for k in &data_keys {
         assert!(
             k.contains(&acme) != k.contains(&zeta),
@@ -481,10 +523,10 @@ async fn login_warms_what_the_user_sees_first() {
     assert_eq!(view(&m, "contacts.list", "l1.hits"), 1, "{m}");
     assert_eq!(view(&m, "deals.list", "l1.hits"), 1, "{m}");
     assert_eq!(m["fills"], 0, "{m}");
-    // The other instance finds it in L2.
+    // The other instance fills its own views (they live in each instance),
+    // once.
     let m = admin(&b, "/api/admin/cache/metrics").await;
-    assert_eq!(view(&m, "invoices.list", "l2.hits"), 1, "{m}");
-    assert_eq!(m["fills"], 0, "{m}");
+    assert_eq!(view(&m, "invoices.list", "fills_stored"), 1, "{m}");
 
     // A second login of the tenant finds it warm and fills nothing.
     reset(&a).await;

@@ -26,7 +26,10 @@
 //!   invalidations, so the client's next request, wherever it lands, looks
 //!   nothing up before them. Reads cost no Redis round trip.
 
+pub mod live;
+
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strata_db::{Db, DbError, Lsn, ReadCtx};
@@ -51,7 +54,7 @@ pub enum LoadError {
 }
 
 impl LoadError {
-    fn to_app_error(&self) -> AppError {
+    pub fn to_app_error(&self) -> AppError {
         match self {
             LoadError::Db(e) => AppError::from_db_ref(e),
             LoadError::Encode(e) => AppError::Internal(anyhow::anyhow!("{e}")),
@@ -180,6 +183,9 @@ impl View {
 /// without Redis).
 pub struct ApiCache {
     cache: Option<TieredCache>,
+    /// In tiered mode (with an L1): the data views, kept exact by every write's record.
+    /// The tiered cache then holds the session copies only.
+    live: Option<Arc<live::LiveStore>>,
     mode: CacheMode,
     l1_max_bytes: u64,
     sessions: Vec<Namespace>,
@@ -204,6 +210,7 @@ impl ApiCache {
         if mode == CacheMode::Off {
             return Ok(ApiCache {
                 cache: None,
+                live: None,
                 mode,
                 l1_max_bytes: 0,
                 sessions,
@@ -253,9 +260,34 @@ impl ApiCache {
         if let Some(url) = &config.redis_url {
             builder = builder.redis_url(url.clone());
         }
+        // In tiered mode the data views live in the live store, which takes most of the L1
+        // bound; the tiered cache keeps the session copies in the rest.
+        let live_bytes = if mode == CacheMode::Tiered && l1_max_bytes > 0 {
+            l1_max_bytes - (l1_max_bytes / 16).max(1 << 20).min(l1_max_bytes / 2)
+        } else {
+            0
+        };
+        builder = builder.l1_max_bytes(l1_max_bytes - live_bytes);
         let cache = builder.build().await?;
+        let live = (live_bytes > 0).then(|| {
+            let lifetimes = live::Lifetimes {
+                lists: Duration::from_secs(config.cache_ttl_lists_secs),
+                objects: Duration::from_secs(config.cache_ttl_objects_secs),
+                stats: Duration::from_secs(config.cache_ttl_stats_secs),
+                fail_safe: Duration::from_secs(300),
+            };
+            let store = Arc::new(live::LiveStore::new(
+                live_bytes,
+                lifetimes,
+                config.request_timeout(),
+                Some(cache.clone()),
+            ));
+            cache.attach_feed(Arc::new(live::BusFeed(store.clone())));
+            store
+        });
         Ok(ApiCache {
             cache: Some(cache),
+            live,
             mode,
             l1_max_bytes,
             sessions,
@@ -279,6 +311,32 @@ impl ApiCache {
 
     pub fn tiered(&self) -> Option<&TieredCache> {
         self.cache.as_ref()
+    }
+
+    /// The live store of data views (tiered mode with an L1), if this cache has one.
+    pub fn live(&self) -> Option<&live::LiveStore> {
+        self.live.as_deref()
+    }
+
+    /// After a committed write in live mode: applies its record here, then publishes it
+    /// and waits until every other instance has applied it. `false` when that could not be
+    /// confirmed (see [`TieredCache::publish`]).
+    pub async fn publish(&self, record: &live::Record) -> bool {
+        let Some(live) = &self.live else { return true };
+        live.apply(record, true);
+        let Some(cache) = &self.cache else {
+            return true;
+        };
+        match record.encode() {
+            Some(payload) => cache.publish(&payload).await,
+            None => {
+                tracing::warn!(
+                    "a change record could not be encoded; this instance's views are dropped"
+                );
+                live.resync();
+                false
+            }
+        }
     }
 
     pub fn l1_max_bytes(&self) -> u64 {
