@@ -285,12 +285,10 @@ pub fn contribution(row: &Facts, now: DateTime<Utc>) -> DashboardStats {
             d.invoices.overdue =
                 i64::from(status == Some("overdue") || (status == Some("sent") && past_due));
         }
-        "orders" => {
-            if since_month("placed_at") {
-                d.orders.this_month = 1;
-                if status != Some("cancelled") {
-                    d.orders.revenue_cents_this_month = row.number("total_cents").unwrap_or(0);
-                }
+        "orders" if since_month("placed_at") => {
+            d.orders.this_month = 1;
+            if status != Some("cancelled") {
+                d.orders.revenue_cents_this_month = row.number("total_cents").unwrap_or(0);
             }
         }
         _ => {}

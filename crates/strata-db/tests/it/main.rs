@@ -3,6 +3,7 @@
 
 mod bench;
 mod cluster;
+mod eval;
 mod indexes;
 mod replica;
 mod seeding;

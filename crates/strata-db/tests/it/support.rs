@@ -64,7 +64,13 @@ impl TestDb {
     }
 
     pub async fn postgres() -> TestDb {
-        let guard = DropDatabase::create().await;
+        TestDb::postgres_with("").await
+    }
+
+    /// A PostgreSQL database created with these options after `CREATE DATABASE name`
+    /// (e.g. a locale).
+    pub async fn postgres_with(options: &str) -> TestDb {
+        let guard = DropDatabase::create_with(options).await;
         let url = guard.url();
         let db = Db::connect(&DbConfig::new(&url))
             .await
@@ -137,7 +143,7 @@ pub struct DropDatabase {
 }
 
 impl DropDatabase {
-    pub async fn create() -> DropDatabase {
+    pub async fn create_with(options: &str) -> DropDatabase {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -152,7 +158,7 @@ impl DropDatabase {
             .await
             .unwrap_or_else(|e| panic!("PostgreSQL must be running at {}: {e}", admin_url()));
         admin
-            .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+            .execute(format!(r#"CREATE DATABASE "{name}" {options}"#).as_str())
             .await
             .expect("create the test database");
         // From here on the guard exists, so a failing test still drops it.

@@ -155,11 +155,28 @@ impl Session {
         changed: &[View],
     ) {
         let position = self.ctx.last_write();
-        self.record_position(app, changed, position).await;
-        let mut synced = true;
-        for record in records {
-            synced &= app.cache.publish(record).await;
-        }
+        let publish = async {
+            let mut synced = true;
+            for record in records {
+                synced &= app.cache.publish(record).await;
+            }
+            synced
+        };
+        let trusted = app.cache.live().is_some_and(|l| l.trusted());
+        let synced = if trusted {
+            // Every instance applies the records before this answers, and its views then
+            // need nothing of the session's stored positions (fills read at or after the
+            // tenant's latest record): store them for later loads of the session, but
+            // leave the instances' copies alone, which saves the session a store read on
+            // its next request.
+            let (_, synced) = tokio::join!(self.store_position(app, changed, position), publish);
+            synced
+        } else {
+            // The copies elsewhere must carry the new position before the records'
+            // barrier passes: reads on an instance that cannot trust its views need it.
+            self.record_position(app, changed, position).await;
+            publish.await
+        };
         if !synced && app.cache.tiered().is_some_and(|c| c.has_redis()) {
             if let Some(lsn) = position {
                 match app
@@ -209,8 +226,24 @@ impl Session {
         changed: &[View],
         position: Option<strata_db::Lsn>,
     ) {
+        if self.store_position(app, changed, position).await {
+            // Every instance drops its copy (the barrier in `wrote` waits
+            // for that), so the session's next read anywhere carries the new
+            // position: a row it just created is in no invalidated view,
+            // only the position finds it on a replica.
+            app.cache.refresh_session(&self.token_hash).await;
+        }
+    }
+
+    /// Stores the write's position with the session (per view label); whether it did.
+    async fn store_position(
+        &self,
+        app: &AppState,
+        changed: &[View],
+        position: Option<strata_db::Lsn>,
+    ) -> bool {
         let Some(lsn) = position else {
-            return;
+            return false;
         };
         let mut labels: Vec<&str> = changed.iter().map(|v| v.label()).collect();
         labels.sort_unstable();
@@ -220,12 +253,11 @@ impl Session {
             .record_write(&self.token_hash, lsn, &labels)
             .await
         {
-            // Every instance drops its copy (the barrier in `wrote` waits
-            // for that), so the session's next read anywhere carries the new
-            // position: a row it just created is in no invalidated view,
-            // only the position finds it on a replica.
-            Ok(()) => app.cache.refresh_session(&self.token_hash).await,
-            Err(e) => tracing::warn!(error = %e, "could not record the session's write position"),
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record the session's write position");
+                false
+            }
         }
     }
 }

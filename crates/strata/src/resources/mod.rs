@@ -245,7 +245,7 @@ fn record_of<R: ApiResource>(
         let json = to_json(&img.row)?;
         Ok((Facts::of(&img.row, img.lowered), json.into()))
     };
-    Ok(Record::Row(RowChange {
+    Ok(Record::Row(Box::new(RowChange {
         tenant: session.tenant_id(),
         slot: live::slot(R::SPEC.name).ok_or_else(|| {
             AppError::Internal(anyhow::anyhow!("no live slot for {}", R::SPEC.name))
@@ -256,7 +256,7 @@ fn record_of<R: ApiResource>(
         at: Utc::now().timestamp_micros(),
         old: old.map(image).transpose()?,
         new: new.map(image).transpose()?,
-    }))
+    })))
 }
 
 /// Checks that every id the row points at is a row of the caller's tenant:

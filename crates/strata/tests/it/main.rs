@@ -7,6 +7,7 @@ mod cached;
 mod cli;
 #[path = "../../../strata-db/tests/it/cluster.rs"]
 mod cluster;
+mod consistency;
 mod faults;
 mod hostile;
 mod instances;

@@ -54,7 +54,7 @@ impl RowChange {
 /// What a bus record says.
 #[derive(Debug, Clone)]
 pub enum Record {
-    Row(RowChange),
+    Row(Box<RowChange>),
     /// Every view of these slots for the tenant is to be dropped.
     Drop {
         tenant: Uuid,
@@ -193,7 +193,7 @@ impl Record {
                 Bytes::copy_from_slice(json.as_bytes()),
             ))
         };
-        Some(Record::Row(RowChange {
+        Some(Record::Row(Box::new(RowChange {
             tenant: wire.t,
             slot,
             id: wire.id?,
@@ -208,7 +208,7 @@ impl Record {
                 Some(img) => Some(image(img)?),
                 None => None,
             },
-        }))
+        })))
     }
 }
 
@@ -218,12 +218,12 @@ fn facts(slot: usize, json: &str, lowered: Lowered) -> Option<Facts> {
         let row: R = serde_json::from_str(json).ok()?;
         Some(Facts::of(&row, lowered))
     }
-    match RESOURCES.get(slot)? {
-        &"contacts" => of::<Contact>(json, lowered),
-        &"deals" => of::<Deal>(json, lowered),
-        &"tasks" => of::<Task>(json, lowered),
-        &"invoices" => of::<Invoice>(json, lowered),
-        &"orders" => of::<Order>(json, lowered),
+    match *RESOURCES.get(slot)? {
+        "contacts" => of::<Contact>(json, lowered),
+        "deals" => of::<Deal>(json, lowered),
+        "tasks" => of::<Task>(json, lowered),
+        "invoices" => of::<Invoice>(json, lowered),
+        "orders" => of::<Order>(json, lowered),
         _ => None,
     }
 }

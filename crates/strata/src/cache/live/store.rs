@@ -157,7 +157,7 @@ struct ShelfState {
     /// The newest version applied per (slot, row), and when.
     newest: HashMap<(usize, Uuid), (i64, Instant)>,
     /// Records kept for the fills in flight, each with the row's newest version before it.
-    fills: Vec<(u64, Vec<(Arc<RowChange>, Option<i64>)>)>,
+    fills: Vec<(u64, Kept)>,
     next_fill: u64,
     applied: u64,
 }
@@ -176,6 +176,12 @@ impl Shelf {
         st.windows.retain(|(s, _), _| *s != slot);
     }
 }
+
+/// Records kept for one fill, each with the row's newest version before it.
+type Kept = Vec<(Arc<RowChange>, Option<i64>)>;
+
+/// Fills in flight, by what they fill and the floor they read at.
+type Flights = Mutex<HashMap<(EntryKey, u64), Arc<tokio::sync::OnceCell<Arc<Entry>>>>>;
 
 /// A fill's registration on its shelf: records arriving meanwhile are kept for it, until
 /// it is installed or given up (dropped).
@@ -196,7 +202,7 @@ impl FillSlot {
         FillSlot { shelf, id }
     }
 
-    fn take(st: &mut ShelfState, id: u64) -> Vec<(Arc<RowChange>, Option<i64>)> {
+    fn take(st: &mut ShelfState, id: u64) -> Kept {
         match st.fills.iter().position(|(i, _)| *i == id) {
             Some(i) => st.fills.swap_remove(i).1,
             None => Vec::new(),
@@ -274,7 +280,7 @@ pub struct LiveStore {
     epoch: AtomicU64,
     /// Whether this instance hears every record (its bus is subscribed, or it has none).
     trusted: AtomicBool,
-    flights: Mutex<HashMap<(EntryKey, u64), Arc<tokio::sync::OnceCell<Arc<Entry>>>>>,
+    flights: Flights,
     counters: Option<TieredCache>,
     lifetimes: Lifetimes,
     fill_timeout: Duration,
@@ -546,7 +552,7 @@ impl LiveStore {
             self.count_read(label, false);
             let started = Instant::now();
             let (items, total) = repo::list::<R>(
-                &db.with_ctx(&own_ctx(reader.own)),
+                &db.with_ctx(&own_ctx(self.floor(reader.tenant).max(reader.own))),
                 reader.tenant,
                 &params,
                 Utc::now(),
@@ -596,7 +602,7 @@ impl LiveStore {
             // Another reader's smaller fill won the flight: read this page directly.
             None => {
                 let (items, total) = repo::list::<R>(
-                    &db.with_ctx(&own_ctx(reader.own)),
+                    &db.with_ctx(&own_ctx(self.floor(reader.tenant).max(reader.own))),
                     reader.tenant,
                     &params,
                     Utc::now(),
@@ -999,7 +1005,7 @@ impl LiveStore {
                 }
                 return;
             }
-            Record::Row(change) => Arc::new(change.clone()),
+            Record::Row(change) => Arc::new((**change).clone()),
         };
         let now = Instant::now();
         let row = (change.slot, change.id);
