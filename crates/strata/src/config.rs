@@ -151,27 +151,29 @@ pub struct Config {
     #[arg(long, env = "STRATA_LOGIN_WINDOW", value_name = "STRATA_LOGIN_WINDOW", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
     pub login_window_secs: u64,
 
-    /// Which cache layers serve reads: `tiered` (L1 in the process, plus
-    /// L2 in Redis when REDIS_URL is set), `l2` (Redis only), `off`.
+    /// Which cache serves reads: `tiered` (views in the process, kept exact
+    /// under writes; with REDIS_URL every instance's in step over Redis),
+    /// `l2` (Redis only, writes drop lists), `off`.
     #[arg(long, env = "STRATA_CACHE_MODE", value_name = "STRATA_CACHE_MODE", value_enum, default_value_t = CacheMode::Tiered, global = true)]
     pub cache_mode: CacheMode,
 
-    /// Upper bound of the in-process cache (L1), in MiB.
+    /// Upper bound of the in-process cache (L1: views and session copies), in MiB.
     #[arg(long, env = "STRATA_CACHE_L1_MB", value_name = "STRATA_CACHE_L1_MB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_048_576), global = true)]
     pub cache_l1_mb: u64,
 
-    /// How long a cached list page (and its total) lives, in seconds.
+    /// How long a cached list (its pages and total) lives, in seconds.
     #[arg(long, env = "STRATA_CACHE_TTL_LISTS", value_name = "STRATA_CACHE_TTL_LISTS", default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
     pub cache_ttl_lists_secs: u64,
 
-    /// How long cached dashboard stats live, in seconds.
+    /// How long cached dashboard stats live, in seconds (at most 60 in
+    /// tiered mode: they depend on the clock).
     #[arg(long, env = "STRATA_CACHE_TTL_STATS", value_name = "STRATA_CACHE_TTL_STATS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
     pub cache_ttl_stats_secs: u64,
 
-    /// How long, in milliseconds, a cached view may still be served to
-    /// other sessions after a write changed it (its writer never is): writes
-    /// to a busy view then cost one refill per key per window, not one per
-    /// write. The contract allows 1 s; 0 drops views at every write.
+    /// `l2` mode: how long, in milliseconds, a cached view may still be
+    /// served to other sessions after a write changed it (its writer never
+    /// is). The contract allows 1 s; 0 drops views at every write. Tiered
+    /// mode changes views in place and does not use it.
     #[arg(long, env = "STRATA_CACHE_SETTLE_MS", value_name = "STRATA_CACHE_SETTLE_MS", default_value_t = 750, value_parser = clap::value_parser!(u64).range(0..=1000), global = true)]
     pub cache_settle_ms: u64,
 
@@ -190,7 +192,8 @@ pub struct Config {
 /// Which cache layers serve reads (`STRATA_CACHE_MODE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CacheMode {
-    /// L1 in the process in front of L2 in Redis (L1 alone without Redis).
+    /// Views in the process, kept exact by every write's change record (in
+    /// step across instances over Redis).
     Tiered,
     /// Redis only: every read costs a round trip (for comparison).
     L2,

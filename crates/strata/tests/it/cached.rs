@@ -604,3 +604,45 @@ async fn redis_outage_fails_nothing_and_sessions_survive_restarts() {
     carol_a2.get("/api/auth/me").await.assert_status(200);
     assert_eq!(carol_a2.get("/api/tasks").await.json()["total"], total + 1);
 }
+
+/// An instance that may have missed a change record starts again: a peer
+/// whose heartbeat claims records that never arrived, and then a peer gone
+/// silent, each make every instance drop its views, which then refill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_may_be_lost_makes_every_instance_start_again() {
+    let (_cluster, redis, a, b, alice, alice_b) = two_instances("0").await;
+    let resyncs = |m: &Value| m["live"]["resyncs"].as_u64().unwrap_or(0);
+    for client in [&alice, &alice_b, &alice, &alice_b] {
+        client.get("/api/contacts").await.assert_status(200);
+    }
+    let before = [
+        resyncs(&admin(&a, "/api/admin/cache/metrics").await),
+        resyncs(&admin(&b, "/api/admin/cache/metrics").await),
+    ];
+    // A peer (instance 77) says it has published records up to 5, of which
+    // this bus heard none but the first.
+    let channel = "strata:c:invalidations";
+    redis.command(&["PUBLISH", channel, "h 77 1"]);
+    redis.command(&["PUBLISH", channel, "h 77 5"]);
+    for (i, app) in [&a, &b].into_iter().enumerate() {
+        eventually("the hole is noticed", Duration::from_secs(5), || async {
+            resyncs(&admin(app, "/api/admin/cache/metrics").await) > before[i]
+        })
+        .await;
+    }
+    // The view was dropped: the next read fills it again from the database.
+    let fills = |m: &Value| view(m, "contacts.list", "fills_stored");
+    let filled = fills(&admin(&a, "/api/admin/cache/metrics").await);
+    alice.get("/api/contacts").await.assert_status(200);
+    let m = admin(&a, "/api/admin/cache/metrics").await;
+    assert_eq!(fills(&m), filled + 1, "{m}");
+    // Instance 77 then says nothing more: silence past five seconds is a
+    // possible loss too.
+    let after_hole = resyncs(&m);
+    eventually(
+        "the silence is noticed",
+        Duration::from_secs(10),
+        || async { resyncs(&admin(&a, "/api/admin/cache/metrics").await) > after_hole },
+    )
+    .await;
+}

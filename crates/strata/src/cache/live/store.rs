@@ -744,12 +744,17 @@ impl LiveStore {
         };
         let result = cell
             .get_or_try_init(|| async {
+                // Registered before the floor is read: a record is either in the floor (it
+                // raises it before it looks for fills) or kept for this fill.
+                let generation = shelf.generation(slot_index);
+                let epoch = self.epoch.load(Ordering::Acquire);
+                let slot = FillSlot::new(shelf.clone());
                 let filling = Filling {
-                    generation: shelf.generation(slot_index),
-                    epoch: self.epoch.load(Ordering::Acquire),
-                    slot: FillSlot::new(shelf.clone()),
+                    generation,
+                    epoch,
+                    slot,
                     slot_index,
-                    position: floor,
+                    position: self.floor(reader.tenant).max(floor),
                     key: key.clone(),
                 };
                 let started = Instant::now();
